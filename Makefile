@@ -1,0 +1,50 @@
+# Two commands: `make run` (embedded defaults, no servers) and `make test` (PostgreSQL + Redis).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 8000
+DEMO_EMAIL ?= demo@atelier.local
+DEMO_PASSWORD ?= atelier-demo-1
+
+# Tests run against the machine's PostgreSQL and Redis unless told otherwise.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/atelier
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: install run test lint typecheck bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	@$(BIN)/python manage.py bootstrap --email $(DEMO_EMAIL) --password $(DEMO_PASSWORD) --team Demo > var/demo-login.txt
+	@echo ""
+	@echo "  Atelier is starting on http://127.0.0.1:$(PORT)/"
+	@echo "  Log in as $(DEMO_EMAIL) / $(DEMO_PASSWORD)   (admin: http://127.0.0.1:$(PORT)/admin/)"
+	@echo "  API key for the Demo team: $$(tail -n 1 var/demo-login.txt)"
+	@echo "  API docs: http://127.0.0.1:$(PORT)/api/docs/"
+	@echo ""
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) web worker beat
+
+test: install
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} TEST_REDIS_URL=$${TEST_REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy accounts credits generation config
+
+bench: install
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(BIN)/python bench/run_jobs.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import permissions
+from rest_framework.request import Request
+
+from accounts.teams import current_team
+
+
+class IsTeamMember(permissions.BasePermission):
+    """Authenticated and acting for a team the caller belongs to (sets `request.team`)."""
+
+    message = "You are not a member of any team."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if not request.user or not request.user.is_authenticated:
+            return False
+        team = current_team(request)
+        request.team = team  # type: ignore[attr-defined]
+        return team is not None

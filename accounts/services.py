@@ -1,0 +1,77 @@
+"""Writes for users, teams and API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from accounts.models import ApiKey, Membership, Team, User
+
+API_KEY_PREFIX_BYTES = 6
+API_KEY_SECRET_BYTES = 32
+
+
+def api_key_hash(raw_key: str) -> str:
+    # The key has 256 bits of entropy, so a plain SHA-256 cannot be brute-forced; a slow
+    # password hash would only slow every API call.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@transaction.atomic
+def user_create(*, email: str, password: str | None, display_name: str = "") -> User:
+    """Create a user together with their personal team, which they own."""
+    user = User.objects.create_user(email=email, password=password, display_name=display_name)
+    team = Team.objects.create(name=f"{display_name or email.split('@')[0]}'s team", personal_owner=user)
+    Membership.objects.create(team=team, user=user, role=Membership.Role.OWNER)
+    return user
+
+
+@transaction.atomic
+def team_create(*, name: str, owner: User) -> Team:
+    team = Team.objects.create(name=name)
+    Membership.objects.create(team=team, user=owner, role=Membership.Role.OWNER)
+    return team
+
+
+def membership_ensure(*, team: Team, user: User, role: str = Membership.Role.MEMBER) -> Membership:
+    membership, _ = Membership.objects.get_or_create(team=team, user=user, defaults={"role": role})
+    return membership
+
+
+@dataclass(frozen=True)
+class IssuedApiKey:
+    api_key: ApiKey
+    raw_key: str  # shown once, never stored
+
+
+def api_key_create(*, team: Team, created_by: User | None, name: str = "") -> IssuedApiKey:
+    prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
+    raw_key = f"atl_{prefix}_{secrets.token_urlsafe(API_KEY_SECRET_BYTES)}"
+    api_key = ApiKey.objects.create(
+        team=team, created_by=created_by, name=name, prefix=prefix, key_hash=api_key_hash(raw_key)
+    )
+    return IssuedApiKey(api_key=api_key, raw_key=raw_key)
+
+
+@transaction.atomic
+def account_bootstrap(*, email: str, password: str, team_name: str) -> tuple[User, Team, IssuedApiKey]:
+    """Create or reuse a user, a team of that name they own, and issue a fresh API key.
+
+    1. The user is found by email or created (with a personal team); the password is (re)set.
+    2. The team is the user's team of that name, or a new one they own.
+    3. A new API key for that team is issued; earlier keys stay valid.
+    """
+    user = User.objects.filter(email__iexact=email).first()
+    if user is None:
+        user = user_create(email=email, password=password)
+    else:
+        user.set_password(password)
+        user.save(update_fields=["password"])
+    team = Team.objects.filter(memberships__user=user, name=team_name).order_by("id").first()
+    if team is None:
+        team = team_create(name=team_name, owner=user)
+    issued = api_key_create(team=team, created_by=user, name="bootstrap")
+    return user, team, issued

@@ -1,0 +1,89 @@
+"""One JSON error shape for the whole API: `{"error": {"code", "message", "details"}}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from generation.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+_CODES = {
+    exceptions.ParseError: "PARSE_ERROR",
+    exceptions.AuthenticationFailed: "NOT_AUTHENTICATED",
+    exceptions.NotAuthenticated: "NOT_AUTHENTICATED",
+    exceptions.PermissionDenied: "PERMISSION_DENIED",
+    exceptions.NotFound: "NOT_FOUND",
+    exceptions.MethodNotAllowed: "METHOD_NOT_ALLOWED",
+    exceptions.NotAcceptable: "NOT_ACCEPTABLE",
+    exceptions.UnsupportedMediaType: "UNSUPPORTED_MEDIA_TYPE",
+    exceptions.Throttled: "THROTTLED",
+}
+
+
+def error_body(code: str, message: str, details: dict | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def flatten_field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested errors as `{"params.seed": ["..."], "inputs.references.0.weight": [...]}`."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = "non_field_errors" if key == "non_field_errors" and not prefix else str(key)
+            flat.update(flatten_field_errors(value, f"{prefix}.{name}" if prefix else name))
+    elif (
+        isinstance(detail, list) and detail and all(isinstance(item, (str, exceptions.ErrorDetail)) for item in detail)
+    ):
+        flat[prefix or "non_field_errors"] = [str(item) for item in detail]
+    elif isinstance(detail, list):
+        for position, value in enumerate(detail):
+            if value:
+                flat.update(flatten_field_errors(value, f"{prefix}.{position}" if prefix else str(position)))
+    else:
+        flat[prefix or "non_field_errors"] = [str(detail)]
+    return flat
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, ServiceError):
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # an unexpected error: Django's 500 handler answers (in JSON for the API)
+    if isinstance(exc, exceptions.ValidationError):
+        fields = flatten_field_errors(exc.detail)
+        field, messages = next(iter(fields.items()), ("non_field_errors", ["Invalid input."]))
+        response.data = error_body("VALIDATION_ERROR", f"{field}: {messages[0]}", fields)
+        response.status_code = status.HTTP_400_BAD_REQUEST
+        return response
+    assert isinstance(exc, exceptions.APIException)
+    code = _CODES.get(type(exc), str(exc.default_code).upper())
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)) and response.status_code == 403:
+        response.status_code = status.HTTP_401_UNAUTHORIZED
+    details = {"wait": exc.wait} if isinstance(exc, exceptions.Throttled) else {}
+    response.data = error_body(code, str(exc.detail), details)
+    return response
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("NOT_FOUND", "Not found."), status=404)
+
+
+def json_server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(error_body("SERVER_ERROR", "Something went wrong on our side; it has been logged."), status=500)

@@ -1,0 +1,1 @@
+# The ledger arrives with the credits issue.

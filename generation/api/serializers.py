@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+from rest_framework import serializers
+
+from generation.models import GeneratedOutput, GenerationJob, InputAsset, Look
+from generation.prompts import QUALITY_HINTS, STYLE_PRESETS
+from generation.providers.registry import provider_names
+from generation.services.submit import JobSpec, ReferenceSpec
+
+ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects fields it does not know, so a typo (`promt`) is an error, not a silent default."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class ParamsSerializer(StrictSerializer):
+    style = serializers.ChoiceField(choices=sorted(STYLE_PRESETS), default="realistic")
+    quality = serializers.ChoiceField(choices=list(QUALITY_HINTS), default="standard")
+    aspect_ratio = serializers.ChoiceField(choices=ASPECT_RATIOS, default="1:1")
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
+    guidance_scale = serializers.FloatField(min_value=0, max_value=30, required=False)
+    steps = serializers.IntegerField(min_value=1, max_value=150, required=False)
+    strength = serializers.FloatField(min_value=0, max_value=1, required=False)
+    negative_prompt = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+
+
+class ReferenceInputSerializer(StrictSerializer):
+    asset_id = serializers.UUIDField()
+    weight = serializers.FloatField(min_value=0, max_value=1, default=0.5)
+
+
+class InputsSerializer(StrictSerializer):
+    source_asset_id = serializers.UUIDField(required=False, allow_null=True)
+    references = ReferenceInputSerializer(many=True, required=False, max_length=4)
+
+
+class JobCreateSerializer(StrictSerializer):
+    prompt = serializers.CharField(max_length=4000, trim_whitespace=True)
+    kind = serializers.ChoiceField(choices=GenerationJob.Kind.choices, default=GenerationJob.Kind.IMAGE)
+    provider = serializers.ChoiceField(choices=[], required=False)
+    model = serializers.CharField(max_length=60, required=False, allow_blank=True, default="")
+    count = serializers.IntegerField(min_value=1, max_value=settings.GENERATION_MAX_OUTPUTS, default=1)
+    params = ParamsSerializer(required=False)
+    inputs = InputsSerializer(required=False)
+    subject_key = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    tab = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Read at request time so providers added later (and test settings) are honoured.
+        self.fields["provider"].choices = provider_names()
+
+    def to_spec(self) -> JobSpec:
+        data = self.validated_data
+        params = dict(data.get("params") or ParamsSerializer().to_internal_value({}))
+        inputs = data.get("inputs") or {}
+        return JobSpec(
+            prompt=data["prompt"],
+            kind=data["kind"],
+            provider=data.get("provider") or settings.GENERATION_DEFAULT_PROVIDER,
+            model=data["model"],
+            count=data["count"],
+            params=params,
+            source_asset_id=inputs.get("source_asset_id"),
+            references=tuple(
+                ReferenceSpec(asset_id=ref["asset_id"], weight=ref["weight"]) for ref in inputs.get("references", [])
+            ),
+            subject_key=data["subject_key"],
+            tab_id=data.get("tab"),
+        )
+
+
+class JobListQuerySerializer(StrictSerializer):
+    status = serializers.ChoiceField(choices=GenerationJob.Status.choices, required=False)
+    kind = serializers.ChoiceField(choices=GenerationJob.Kind.choices, required=False)
+    tab = serializers.IntegerField(required=False, min_value=1)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=100)
+    offset = serializers.IntegerField(required=False, min_value=0)
+
+
+class ActivitySeenSerializer(StrictSerializer):
+    ids = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=500)
+
+
+class AssetUploadSerializer(StrictSerializer):
+    file = serializers.FileField(allow_empty_file=False)
+
+
+def _absolute(request: Any, path: str) -> str:
+    return request.build_absolute_uri(path) if request is not None else path
+
+
+class OutputSerializer(serializers.ModelSerializer):
+    index = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = GeneratedOutput
+        fields = ["index", "url", "mime", "width", "height", "bytes"]
+
+    def get_index(self, output: GeneratedOutput) -> int:
+        return output.index + 1  # people count images from 1, like the zip's image-1.png
+
+    def get_url(self, output: GeneratedOutput) -> str:
+        return _absolute(self.context.get("request"), output_url(output))
+
+
+def output_url(output: GeneratedOutput) -> str:
+    return reverse("api:job-output", kwargs={"job_id": output.job_id, "number": output.index + 1})
+
+
+class AssetSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = InputAsset
+        fields = ["id", "url", "mime", "width", "height", "bytes", "created_at"]
+
+    def get_url(self, asset: InputAsset) -> str:
+        return _absolute(self.context.get("request"), reverse("api:asset-content", kwargs={"asset_id": asset.id}))
+
+
+class JobSerializer(serializers.ModelSerializer):
+    progress = serializers.SerializerMethodField()
+    queue_position = serializers.SerializerMethodField()
+    inputs = serializers.SerializerMethodField()
+    outputs = OutputSerializer(many=True, read_only=True)
+    error = serializers.SerializerMethodField()
+    links = serializers.SerializerMethodField()
+    tab = serializers.PrimaryKeyRelatedField(read_only=True)
+    retry_of = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = GenerationJob
+        fields = [
+            "id", "kind", "status", "progress", "queue_position", "prompt", "optimized_prompt",
+            "provider", "model", "params", "inputs", "outputs", "error", "attempts", "retry_of",
+            "subject_key", "tab", "created_at", "started_at", "finished_at", "links",
+        ]  # fmt: skip
+
+    def get_progress(self, job: GenerationJob) -> dict[str, int]:
+        return {"completed": job.completed_outputs, "total": job.total_outputs}
+
+    def get_queue_position(self, job: GenerationJob) -> int | None:
+        return job.queue_position()
+
+    def get_inputs(self, job: GenerationJob) -> dict:
+        request = self.context.get("request")
+        source = job.source_asset
+        return {
+            "source": AssetSerializer(source, context=self.context).data if source else None,
+            "references": [
+                {
+                    "asset_id": str(link.asset_id),
+                    "url": _absolute(request, reverse("api:asset-content", kwargs={"asset_id": link.asset_id})),
+                    "weight": link.weight,
+                }
+                for link in job.reference_links.all()
+            ],
+        }
+
+    def get_error(self, job: GenerationJob) -> dict | None:
+        if not job.error_code:
+            return None
+        return {"code": job.error_code, "message": job.error_message}
+
+    def get_links(self, job: GenerationJob) -> dict[str, str]:
+        request = self.context.get("request")
+        routes = {"self": "job-detail", "cancel": "job-cancel", "retry": "job-retry", "download": "job-download"}
+        return {
+            name: _absolute(request, reverse(f"api:{route}", kwargs={"job_id": job.id}))
+            for name, route in routes.items()
+        }
+
+
+class LookSerializer(serializers.ModelSerializer):
+    job_id = serializers.UUIDField(source="job.id", read_only=True)
+    index = serializers.IntegerField(source="output.index", read_only=True)
+    url = serializers.SerializerMethodField()
+    mime = serializers.CharField(source="output.mime", read_only=True)
+    width = serializers.IntegerField(source="output.width", read_only=True)
+    height = serializers.IntegerField(source="output.height", read_only=True)
+    prompt = serializers.CharField(source="job.prompt", read_only=True)
+    kind = serializers.CharField(source="job.kind", read_only=True)
+    provider = serializers.CharField(source="job.provider", read_only=True)
+    model = serializers.CharField(source="job.model", read_only=True)
+    params = serializers.JSONField(source="job.params", read_only=True)
+
+    class Meta:
+        model = Look
+        fields = [
+            "id",
+            "job_id",
+            "index",
+            "url",
+            "mime",
+            "width",
+            "height",
+            "prompt",
+            "kind",
+            "provider",
+            "model",
+            "params",
+            "created_at",
+        ]
+
+    def to_representation(self, look: Look) -> dict:
+        data = super().to_representation(look)
+        data["index"] = look.output.index + 1
+        return data
+
+    def get_url(self, look: Look) -> str:
+        return _absolute(self.context.get("request"), output_url(look.output))

@@ -1,0 +1,21 @@
+from django.urls import path
+
+from generation.api import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("jobs", views.JobListCreateView.as_view(), name="job-list"),
+    path("jobs/estimate", views.JobEstimateView.as_view(), name="job-estimate"),
+    path("jobs/<uuid:job_id>", views.JobDetailView.as_view(), name="job-detail"),
+    path("jobs/<uuid:job_id>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
+    path("jobs/<uuid:job_id>/retry", views.JobRetryView.as_view(), name="job-retry"),
+    path("jobs/<uuid:job_id>/download", views.JobDownloadView.as_view(), name="job-download"),
+    path("jobs/<uuid:job_id>/outputs/<int:number>", views.JobOutputView.as_view(), name="job-output"),
+    path("assets", views.AssetUploadView.as_view(), name="asset-upload"),
+    path("assets/<uuid:asset_id>/content", views.AssetContentView.as_view(), name="asset-content"),
+    path("activity", views.ActivityView.as_view(), name="activity"),
+    path("activity/seen", views.ActivitySeenView.as_view(), name="activity-seen"),
+    path("looks", views.LookListView.as_view(), name="look-list"),
+    path("looks/<uuid:look_id>", views.LookDetailView.as_view(), name="look-detail"),
+]

@@ -1,0 +1,263 @@
+"""REST API v1: thin views. Parse and validate, call one service, serialize."""
+
+from __future__ import annotations
+
+import tempfile
+from uuid import UUID
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpResponseBase, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from generation.api.serializers import (
+    ActivitySeenSerializer,
+    AssetSerializer,
+    AssetUploadSerializer,
+    JobCreateSerializer,
+    JobListQuerySerializer,
+    JobSerializer,
+    LookSerializer,
+)
+from generation.errors import NothingToDownload
+from generation.models import GeneratedOutput, GenerationJob, InputAsset, Look
+from generation.selectors import activity_for_user, job_list_for_team, job_queryset_for_team, look_list_for_team
+from generation.services.assets import asset_upload
+from generation.services.files import SPOOL_BYTES, archive_write
+from generation.services.lifecycle import activity_mark_seen, job_cancel, job_retry
+from generation.services.submit import job_estimate, job_submit
+
+IDEMPOTENCY_KEY_MAX = 200
+
+
+def _job_for_team(request: Request, job_id: UUID) -> GenerationJob:
+    # Another team's job is "not found", never "forbidden": ids of other teams are not confirmed.
+    return get_object_or_404(job_queryset_for_team(request.team), id=job_id)  # type: ignore[attr-defined]
+
+
+def _job_response(request: Request, job: GenerationJob, status_code: int) -> Response:
+    job = _job_for_team(request, job.id)  # reload with its outputs and inputs prefetched
+    response = Response(JobSerializer(job, context={"request": request}).data, status=status_code)
+    response["Location"] = request.build_absolute_uri(f"/api/v1/jobs/{job.id}")
+    return response
+
+
+class JobListCreateView(APIView):
+    @extend_schema(
+        parameters=[JobListQuerySerializer],
+        responses=JobSerializer(many=True),
+        summary="The team's jobs, newest first",
+    )
+    def get(self, request: Request) -> Response:
+        query = JobListQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        jobs = job_list_for_team(
+            team=request.team,  # type: ignore[attr-defined]
+            status=query.validated_data.get("status"),
+            kind=query.validated_data.get("kind"),
+            tab_id=query.validated_data.get("tab"),
+        )
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(jobs, request, view=self)
+        return paginator.get_paginated_response(JobSerializer(page, many=True, context={"request": request}).data)
+
+    @extend_schema(
+        request=JobCreateSerializer,
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        responses={202: JobSerializer, 200: JobSerializer},
+        summary="Start a generation (202); an active job for the same subject_key is returned (200)",
+    )
+    def post(self, request: Request) -> Response:
+        idempotency_key = request.headers.get("Idempotency-Key", "").strip()
+        if len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
+            raise serializers.ValidationError({"Idempotency-Key": [f"At most {IDEMPOTENCY_KEY_MAX} characters."]})
+        serializer = JobCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = job_submit(
+            team=request.team,  # type: ignore[attr-defined]
+            user=request.user,  # type: ignore[arg-type]
+            spec=serializer.to_spec(),
+            idempotency_key=idempotency_key,
+        )
+        replayed = not result.created and bool(idempotency_key) and result.job.idempotency_key == idempotency_key
+        # A replay answers like the original; an active job for the subject is a plain 200.
+        code = status.HTTP_202_ACCEPTED if result.created or replayed else status.HTTP_200_OK
+        response = _job_response(request, result.job, code)
+        if replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+class JobEstimateView(APIView):
+    @extend_schema(
+        request=JobCreateSerializer,
+        responses=inline_serializer(
+            "Estimate",
+            {
+                "provider": serializers.CharField(),
+                "model": serializers.CharField(),
+                "outputs": serializers.IntegerField(),
+                "optimized_prompt": serializers.CharField(),
+            },
+        ),
+        summary="What a job would be, without creating anything",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = JobCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        estimate = job_estimate(spec=serializer.to_spec())
+        return Response(
+            {
+                "provider": estimate.provider,
+                "model": estimate.model,
+                "outputs": estimate.outputs,
+                "optimized_prompt": estimate.optimized_prompt,
+            }
+        )
+
+
+class JobDetailView(APIView):
+    @extend_schema(responses=JobSerializer, summary="One job with its progress and outputs")
+    def get(self, request: Request, job_id: UUID) -> Response:
+        job = _job_for_team(request, job_id)
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+
+class JobCancelView(APIView):
+    @extend_schema(request=None, responses=JobSerializer, summary="Cancel a queued or running job")
+    def post(self, request: Request, job_id: UUID) -> Response:
+        job = job_cancel(job=_job_for_team(request, job_id))
+        return _job_response(request, job, status.HTTP_200_OK)
+
+
+class JobRetryView(APIView):
+    @extend_schema(
+        request=None,
+        responses={201: JobSerializer, 200: JobSerializer},
+        summary="A new job that makes only the images a failed or canceled job lacks",
+    )
+    def post(self, request: Request, job_id: UUID) -> Response:
+        retry, created = job_retry(job=_job_for_team(request, job_id), user=request.user)  # type: ignore[arg-type]
+        return _job_response(request, retry, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+def _stream_from_storage(name: str, *, filename: str, content_type: str, as_attachment: bool) -> HttpResponseBase:
+    url = default_storage.url(name)
+    if url.startswith("http"):
+        return HttpResponseRedirect(url)  # a signed, short-lived S3 URL: no bytes through the web process
+    return FileResponse(
+        default_storage.open(name, "rb"), filename=filename, content_type=content_type, as_attachment=as_attachment
+    )
+
+
+class JobDownloadView(APIView):
+    @extend_schema(
+        responses={(200, "application/zip"): OpenApiResponse(description="image-1.png, image-2.png, ...")},
+        summary="A zip of the job's images",
+    )
+    def get(self, request: Request, job_id: UUID) -> HttpResponseBase:
+        job = _job_for_team(request, job_id)
+        filename = f"atelier-{job.id}.zip"
+        if job.archive:
+            return _stream_from_storage(
+                job.archive.name, filename=filename, content_type="application/zip", as_attachment=True
+            )
+        outputs = list(job.outputs.all())
+        if not outputs:
+            raise NothingToDownload("The job has no images yet.", details={"status": job.status})
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - FileResponse closes it
+        archive_write(job=job, outputs=outputs, fileobj=spool)
+        spool.seek(0)
+        return FileResponse(spool, filename=filename, content_type="application/zip", as_attachment=True)
+
+
+class JobOutputView(APIView):
+    @extend_schema(responses={(200, "image/png"): OpenApiResponse(description="The image")}, summary="One image")
+    def get(self, request: Request, job_id: UUID, number: int) -> HttpResponseBase:
+        output = get_object_or_404(
+            GeneratedOutput,
+            job__team=request.team,
+            job_id=job_id,
+            index=number - 1,  # type: ignore[attr-defined]
+        )
+        return _stream_from_storage(
+            output.file.name, filename=f"image-{number}.png", content_type=output.mime, as_attachment=False
+        )
+
+
+class AssetUploadView(APIView):
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(request={"multipart/form-data": AssetUploadSerializer}, responses={201: AssetSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = AssetUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        asset = asset_upload(team=request.team, user=request.user, upload=serializer.validated_data["file"])  # type: ignore[attr-defined,arg-type]
+        return Response(AssetSerializer(asset, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+class AssetContentView(APIView):
+    @extend_schema(responses={(200, "image/png"): OpenApiResponse(description="The uploaded image")})
+    def get(self, request: Request, asset_id: UUID) -> HttpResponseBase:
+        asset = get_object_or_404(InputAsset, team=request.team, id=asset_id)  # type: ignore[attr-defined]
+        return _stream_from_storage(
+            asset.file.name, filename=asset.file.name.rsplit("/", 1)[-1], content_type=asset.mime, as_attachment=False
+        )
+
+
+class ActivityView(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "Activity", {"active": JobSerializer(many=True), "unseen_finished": JobSerializer(many=True)}
+        ),
+        summary="My active jobs and the finished ones I have not seen",
+    )
+    def get(self, request: Request) -> Response:
+        activity = activity_for_user(team=request.team, user=request.user)  # type: ignore[attr-defined,arg-type]
+        context = {"request": request}
+        return Response({name: JobSerializer(jobs, many=True, context=context).data for name, jobs in activity.items()})
+
+
+class ActivitySeenView(APIView):
+    @extend_schema(
+        request=ActivitySeenSerializer,
+        responses=inline_serializer("Seen", {"marked": serializers.IntegerField()}),
+        summary="Mark finished jobs seen (the given ids, or all)",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = ActivitySeenSerializer(data=request.data or {})
+        serializer.is_valid(raise_exception=True)
+        marked = activity_mark_seen(
+            user=request.user,  # type: ignore[arg-type]
+            team_id=request.team.id,  # type: ignore[attr-defined]
+            job_ids=serializer.validated_data.get("ids"),
+        )
+        return Response({"marked": marked})
+
+
+class LookListView(APIView):
+    @extend_schema(responses=LookSerializer(many=True), summary="The team's collection, newest first")
+    def get(self, request: Request) -> Response:
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(look_list_for_team(team=request.team), request, view=self)  # type: ignore[attr-defined]
+        return paginator.get_paginated_response(LookSerializer(page, many=True, context={"request": request}).data)
+
+
+class LookDetailView(APIView):
+    def _look(self, request: Request, look_id: UUID) -> Look:
+        return get_object_or_404(look_list_for_team(team=request.team), id=look_id)  # type: ignore[attr-defined]
+
+    @extend_schema(responses=LookSerializer)
+    def get(self, request: Request, look_id: UUID) -> Response:
+        return Response(LookSerializer(self._look(request, look_id), context={"request": request}).data)
+
+    @extend_schema(responses={204: None}, summary="Remove a look from the collection (the job keeps its image)")
+    def delete(self, request: Request, look_id: UUID) -> Response:
+        self._look(request, look_id).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

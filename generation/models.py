@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+ACTIVE_STATUSES = ("queued", "running")
+FINISHED_STATUSES = ("succeeded", "failed", "canceled")
+
+
+def input_upload_path(instance: InputAsset, filename: str) -> str:
+    return f"teams/{instance.team_id}/inputs/{instance.id}{_extension(filename)}"
+
+
+def _extension(filename: str) -> str:
+    dot = filename.rfind(".")
+    return filename[dot:].lower() if dot != -1 else ""
+
+
+class StudioTab(models.Model):
+    """A design tab of the studio; persists server-side so every device sees the same tabs."""
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="studio_tabs")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="studio_tabs")
+    title = models.CharField(max_length=80, default="Design")
+    position = models.PositiveIntegerField(default=0)
+    draft = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        indexes = [
+            # The studio lists one user's tabs in one team.
+            models.Index(fields=["user", "team", "position"], name="generation_tab_user_team"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class InputAsset(models.Model):
+    """An uploaded reference or source image, checked for type, size and pixel count."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="input_assets")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="input_assets"
+    )
+    file = models.FileField(upload_to=input_upload_path, max_length=300)
+    mime = models.CharField(max_length=40)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"asset {self.id}"
+
+
+class GenerationJob(models.Model):
+    class Kind(models.TextChoices):
+        IMAGE = "image", "Image"
+        EDIT = "edit", "Edit"
+        VIDEO = "video", "Video"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELED = "canceled", "Canceled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="jobs")
+    tab = models.ForeignKey(StudioTab, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.IMAGE)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=60)
+    prompt = models.TextField()
+    optimized_prompt = models.TextField()
+    params = models.JSONField(default=dict, blank=True)
+    source_asset = models.ForeignKey(
+        InputAsset, null=True, blank=True, on_delete=models.PROTECT, related_name="edited_by_jobs"
+    )
+    references = models.ManyToManyField(InputAsset, through="JobReference", related_name="referenced_by_jobs")
+
+    total_outputs = models.PositiveSmallIntegerField()
+    completed_outputs = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+
+    # The lease fences every write of the worker that runs the job (see generation/services/pipeline.py).
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+
+    idempotency_key = models.CharField(max_length=200, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+    subject_key = models.CharField(max_length=200, blank=True)
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+
+    archive = models.FileField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    collected_at = models.DateTimeField(null=True, blank=True)
+    seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(total_outputs__gte=1) & Q(total_outputs__lte=10),
+                name="generation_job_total_in_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(completed_outputs__lte=F("total_outputs")),
+                name="generation_job_completed_within_total",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=ACTIVE_STATUSES + FINISHED_STATUSES), name="generation_job_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="running") | ~Q(lease_owner=""),
+                name="generation_job_running_has_lease",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=FINISHED_STATUSES, finished_at__isnull=False)
+                | Q(status__in=ACTIVE_STATUSES, finished_at__isnull=True),
+                name="generation_job_finished_at_iff_finished",
+            ),
+            models.UniqueConstraint(
+                fields=["team", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="generation_job_unique_idempotency_key",
+            ),
+            # One active job per team and subject (a character, a product variant...).
+            models.UniqueConstraint(
+                fields=["team", "subject_key"],
+                condition=~Q(subject_key="") & Q(status__in=ACTIVE_STATUSES),
+                name="generation_job_one_active_per_subject",
+            ),
+        ]
+        indexes = [
+            # The rescuer: running jobs whose lease expired; queued jobs nobody claimed.
+            models.Index(fields=["status", "lease_expires_at"], name="generation_job_status_lease"),
+            # Queue position (queued jobs created earlier) and the re-dispatch of old queued jobs.
+            models.Index(fields=["status", "created_at"], name="generation_job_status_created"),
+            # The team's job list, newest first, optionally by status.
+            models.Index(fields=["team", "-created_at"], name="generation_job_team_created"),
+            # The activity notice: a user's finished jobs not yet seen.
+            models.Index(fields=["created_by", "seen_at", "status"], name="generation_job_activity"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} job {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    def queue_position(self) -> int | None:
+        """1 for the next job a worker will take; None once the job is no longer queued."""
+        if self.status != self.Status.QUEUED:
+            return None
+        ahead = GenerationJob.objects.filter(status=self.Status.QUEUED, created_at__lt=self.created_at).count()
+        return ahead + 1
+
+
+class JobReference(models.Model):
+    """A reference image of a job and how strongly it should steer the result."""
+
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="reference_links")
+    asset = models.ForeignKey(InputAsset, on_delete=models.PROTECT, related_name="reference_links")
+    weight = models.FloatField(default=0.5)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(weight__gte=0) & Q(weight__lte=1), name="generation_reference_weight_range"
+            ),
+            models.UniqueConstraint(fields=["job", "asset"], name="generation_reference_unique_asset"),
+        ]
+
+    def __str__(self) -> str:
+        return f"reference {self.asset_id} ({self.weight}) of {self.job_id}"
+
+
+class GeneratedOutput(models.Model):
+    """One delivered image of a job: a durable step that is never made twice."""
+
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="outputs")
+    index = models.PositiveSmallIntegerField()  # 0-based; shown to people as index + 1
+    file = models.FileField(max_length=300)
+    mime = models.CharField(max_length=40)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    # A retry job carries over the images its predecessor delivered instead of making them again.
+    carried_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="carried_into"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="generation_output_unique_index"),
+        ]
+
+    def __str__(self) -> str:
+        return f"output {self.index + 1} of {self.job_id}"
+
+    @property
+    def original(self) -> GeneratedOutput:
+        return self.carried_from or self
+
+
+class Look(models.Model):
+    """A delivered image saved in the team's collection; one per image."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="looks")
+    output = models.OneToOneField(GeneratedOutput, on_delete=models.CASCADE, related_name="look")
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="looks")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # The collection, newest first.
+            models.Index(fields=["team", "-created_at"], name="generation_look_team_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"look {self.id}"
