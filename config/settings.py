@@ -122,6 +122,7 @@ USE_TZ = True
 # --- Files ------------------------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Without collectstatic (make run), WhiteNoise serves straight from the apps' static folders.
 WHITENOISE_USE_FINDERS = DEBUG
 MEDIA_URL = "/media/"

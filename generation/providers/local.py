@@ -292,17 +292,23 @@ def _failure_rate_setting() -> float:
 
 def _style(params: dict) -> str:
     style = params.get("style")
-    return style if style in STYLES else DEFAULT_STYLE
+    return style if isinstance(style, str) and style in STYLES else DEFAULT_STYLE
 
 
 def _long_side(params: dict) -> int:
-    return QUALITY_LONG_SIDE.get(params.get("quality"), QUALITY_LONG_SIDE[DEFAULT_QUALITY])
+    quality = params.get("quality")
+    if isinstance(quality, str) and quality in QUALITY_LONG_SIDE:
+        return QUALITY_LONG_SIDE[quality]
+    return QUALITY_LONG_SIDE[DEFAULT_QUALITY]
 
 
 def _ratio(value: Any) -> tuple[int, int] | None:
+    """The (width, height) proportions for an aspect-ratio parameter such as "16:9"."""
+    if not isinstance(value, str):
+        return None
     if value in ASPECT_RATIOS:
         return ASPECT_RATIOS[value]
-    match = re.fullmatch(r"\s*(\d{1,3})\s*[:x/]\s*(\d{1,3})\s*", str(value or ""))
+    match = re.fullmatch(r"\s*(\d{1,3})\s*[:x/]\s*(\d{1,3})\s*", value)
     if match:
         a, b = int(match[1]), int(match[2])
         if a and b and 0.25 <= a / b <= 4:
@@ -332,11 +338,10 @@ def _strength(params: dict) -> float:
 
 def _open_source(content: bytes) -> Image.Image:
     try:
-        image = Image.open(io.BytesIO(content))
-        image.draft("RGB", (2048, 2048))  # JPEG: decode at a reduced scale when it is huge
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        return _to_rgb(image)
+        opened = Image.open(io.BytesIO(content))
+        opened.draft("RGB", (2048, 2048))  # JPEG: decode at a reduced scale when it is huge
+        opened.load()
+        return _to_rgb(ImageOps.exif_transpose(opened))
     except Exception as exc:  # Pillow raises many kinds for broken or unknown files
         raise PermanentProviderError(
             "The source image could not be read; please upload a PNG, JPEG or WebP picture.",
@@ -354,11 +359,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def _average_colour(content: bytes) -> RGB | None:
     try:
-        image = Image.open(io.BytesIO(content))
-        image.draft("RGB", (64, 64))
-        image = _to_rgb(image)
+        opened = Image.open(io.BytesIO(content))
+        opened.draft("RGB", (64, 64))
+        image = _to_rgb(opened)
         image.thumbnail((64, 64))
-        r, g, b = image.resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+        r, g, b = image.resize((1, 1), Image.Resampling.BOX).tobytes()
         return r, g, b
     except Exception:  # noqa: BLE001 - Pillow raises many kinds; an unreadable reference is ignored
         return None
@@ -501,7 +506,10 @@ def _make_palette(
         avg = _average_colour(ref.content)
         if avg is None:
             continue
-        t = 0.35 * min(1.0, max(0.0, float(ref.weight)))
+        try:
+            t = 0.35 * min(1.0, max(0.0, float(ref.weight)))
+        except (TypeError, ValueError):
+            continue
         colours = [_mix(c, avg, t) for c in colours]
     bg_top, bg_bottom, glow, *shapes, ink, light = colours
     return _Palette(bg_top, bg_bottom, glow, tuple(shapes), ink, light, dark)
@@ -585,7 +593,8 @@ def _background(size: tuple[int, int], palette: _Palette, rng: random.Random) ->
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
-def _ellipse_points(cx: float, cy: float, rx: float, ry: float, angle: float, n: int = 28):
+def _ellipse_points(cx: float, cy: float, rx: float, ry: float, angle: float, n: int = 28) -> list[tuple[float, float]]:
+    """The outline of an ellipse turned by `angle` radians (ImageDraw cannot rotate one)."""
     ca, sa = math.cos(angle), math.sin(angle)
     points = []
     for i in range(n):
@@ -615,11 +624,11 @@ class _Canvas:
             }[self.style]
         return r, g, b, alpha
 
-    def outline(self) -> tuple[dict, int]:
+    def outline(self) -> dict[str, Any]:
+        """Extra drawing arguments: artistic shapes get a bold ink outline."""
         if self.style == "artistic":
-            width = max(2, round(self.u * 0.008))
-            return {"outline": (*self.palette.ink, 255), "width": width}, width
-        return {}, 0
+            return {"outline": (*self.palette.ink, 255), "width": max(2, round(self.u * 0.008))}
+        return {}
 
     def px(self, x: float, y: float) -> tuple[float, float]:
         return x * self.w, y * self.h
@@ -636,14 +645,14 @@ def _motif_sun(c: _Canvas) -> None:
         alpha = 255 if i == 1 else int(60 / i)
         c.draw.ellipse((cx - rr, cy - rr, cx + rr, cy + rr), fill=(*base[:3], alpha))
     if c.style == "artistic":
-        extra, _ = c.outline()
+        extra = c.outline()
         c.draw.ellipse((cx - r, cy - r, cx + r, cy + r), **extra)
 
 
 def _motif_circles(c: _Canvas) -> None:
     rng = c.rng
     n = {"realistic": rng.randint(6, 10), "artistic": rng.randint(4, 7), "minimal": 2}[c.style]
-    extra, _ = c.outline()
+    extra = c.outline()
     for i in range(n):
         if c.style == "minimal":
             cx, cy = c.px(rng.choice((1 / 3, 2 / 3)), rng.choice((0.36, 0.62)))
@@ -682,7 +691,7 @@ def _motif_ridges(c: _Canvas) -> None:
         near = (layer + 1) / layers
         colour = _mix(shade_from, _mix(colour, c.palette.ink, 0.35 * near), 0.35 + 0.65 * near)
         alpha = 255 if c.style != "realistic" else 230
-        c.draw.polygon(pts, fill=(*colour, alpha), **c.outline()[0])
+        c.draw.polygon(pts, fill=(*colour, alpha), **c.outline())
 
 
 def _motif_waves(c: _Canvas) -> None:
@@ -709,7 +718,7 @@ def _motif_waves(c: _Canvas) -> None:
 
 def _motif_blocks(c: _Canvas) -> None:
     rng = c.rng
-    extra, _ = c.outline()
+    extra = c.outline()
     if c.style == "minimal":
         # a small skyline standing on a thin baseline, with the sky left empty
         count = rng.randint(3, 5)
@@ -782,7 +791,7 @@ def _motif_stripes(c: _Canvas) -> None:
 def _motif_polygons(c: _Canvas) -> None:
     rng = c.rng
     n = {"realistic": rng.randint(6, 12), "artistic": rng.randint(5, 9), "minimal": 1}[c.style]
-    extra, _ = c.outline()
+    extra = c.outline()
     for _ in range(n):
         if c.style == "minimal":
             cx, cy, r = c.w * rng.choice((0.36, 0.62)), c.h * 0.45, c.u * 0.2
@@ -842,7 +851,7 @@ def _motif_brush(c: _Canvas) -> None:
             cut = rng.randint(12, 17)  # bristles end unevenly
             c.draw.line(
                 pts[:cut],
-                fill=(*shade, rng.randint(170, 240)),
+                fill=(*shade, 255),  # opaque, so the segment joints do not show
                 width=max(2, round(thick / bristles * 1.8)),
             )
 
@@ -850,7 +859,7 @@ def _motif_brush(c: _Canvas) -> None:
 def _motif_flowers(c: _Canvas) -> None:
     rng = c.rng
     n = {"realistic": rng.randint(3, 6), "artistic": rng.randint(3, 5), "minimal": 1}[c.style]
-    extra, _ = c.outline()
+    extra = c.outline()
     for _ in range(n):
         if c.style == "minimal":
             cx, cy = c.px(rng.choice((1 / 3, 2 / 3)), rng.uniform(0.3, 0.4))
@@ -875,7 +884,7 @@ def _motif_trees(c: _Canvas) -> None:
     rng = c.rng
     ground = rng.uniform(0.8, 0.95)
     n = rng.randint(5, 11)
-    extra, _ = c.outline()
+    extra = c.outline()
     for i in range(n):
         x = (i + rng.uniform(0.1, 0.9)) / n
         height = rng.uniform(0.2, 0.5)
@@ -905,7 +914,7 @@ _MOTIFS = {
 }
 
 
-def _draw_motifs(image: Image.Image, palette: _Palette, motifs: list[str], style: str, rng) -> None:
+def _draw_motifs(image: Image.Image, palette: _Palette, motifs: list[str], style: str, rng: random.Random) -> None:
     canvas = _Canvas(image, palette, style, rng)
     for motif in motifs:
         _MOTIFS[motif](canvas)
@@ -955,7 +964,7 @@ def _render_edit(
         styled = Image.blend(base, duo, 0.7)
     result = Image.blend(base, styled, strength)
     decorated = result.copy()
-    edit_motifs = [m for m in motifs if m not in ("blocks", "trees", "ridges", "waves")]
-    edit_motifs = edit_motifs or ["circles"]
+    # scenery would hide the picture; keep the lighter motifs, at partial opacity
+    edit_motifs = [m for m in motifs if m not in _SCENE_MOTIFS] or ["circles"]
     _draw_motifs(decorated, palette, edit_motifs, style, rng)
-    return Image.blend(result, decorated, 0.15 + 0.45 * strength)
+    return Image.blend(result, decorated, 0.5 * strength)

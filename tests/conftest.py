@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from rest_framework.test import APIClient
+
+from accounts.models import Team, User
+from accounts.services import api_key_create, membership_ensure
+from generation.models import GenerationJob
+from tests.factories import UserFactory
+from tests.processes import ManagedProcess, child_environment, start_beat, start_worker, wait_until
+
+
+@dataclass
+class Person:
+    user: User
+    team: Team
+    api_key: str
+    client: APIClient  # authenticated with the API key, acting for `team`
+
+
+def _person(user: User, team: Team) -> Person:
+    issued = api_key_create(team=team, created_by=user, name="test")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.raw_key}")
+    return Person(user=user, team=team, api_key=issued.raw_key, client=client)
+
+
+@pytest.fixture
+def alice(db) -> Person:  # noqa: ARG001 - needs the database
+    user = UserFactory(email="alice@example.com")
+    return _person(user, user.personal_team)
+
+
+@pytest.fixture
+def bob(alice: Person) -> Person:
+    """A member of Alice's team."""
+    user = UserFactory(email="bob@example.com")
+    membership_ensure(team=alice.team, user=user)
+    return _person(user, alice.team)
+
+
+@pytest.fixture
+def charlie() -> Person:
+    """An outsider: a team of his own, nothing to do with Alice's."""
+    user = UserFactory(email="charlie@example.com")
+    return _person(user, user.personal_team)
+
+
+@pytest.fixture
+def anonymous() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("process-logs")
+
+
+@dataclass
+class Stack:
+    worker: ManagedProcess
+    beat: ManagedProcess
+    env: dict[str, str]
+    log_dir: Path
+
+    def restart_worker(self) -> None:
+        self.worker = start_worker(self.env, self.log_dir)
+
+
+@pytest.fixture(scope="module")
+def make_stack(django_db_setup, django_db_blocker, log_dir: Path) -> Iterator[Callable[..., Stack]]:  # noqa: ARG001
+    """Starts a real worker and beat against the test database and broker; stops them after the module."""
+    stacks: list[Stack] = []
+
+    def make(**overrides: str) -> Stack:
+        with django_db_blocker.unblock():
+            env = child_environment(**overrides)
+        # Messages left by an earlier module (their jobs are gone) would only add noise.
+        redis.Redis.from_url(env["CELERY_BROKER_URL"]).flushdb()
+        stack = Stack(worker=start_worker(env, log_dir), beat=start_beat(env, log_dir), env=env, log_dir=log_dir)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.worker.stop()
+        stack.beat.stop()
+
+
+def job_state(job_id: object) -> GenerationJob:
+    return GenerationJob.objects.get(id=job_id)
+
+
+def wait_for_job(job_id: object, condition: Callable[[GenerationJob], bool], timeout: float = 30) -> GenerationJob:
+    """The job as soon as `condition` holds for it; fails at the deadline."""
+
+    def check() -> GenerationJob | None:
+        job = job_state(job_id)
+        return job if condition(job) else None
+
+    return wait_until(check, timeout=timeout, message=f"job {job_id}")  # type: ignore[return-value]
+
+
+def wait_for_finish(job_id: object, timeout: float = 30) -> GenerationJob:
+    return wait_for_job(job_id, lambda job: job.is_finished, timeout=timeout)

@@ -1,0 +1,150 @@
+"""Real processes for the tests: Celery worker and beat, a web server, a private Redis.
+
+Each is started from the project's own command line (as in the Procfile), with the test
+environment, logs to a file, and a readiness condition waited on with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def wait_until(condition: Callable[[], object], *, timeout: float, interval: float = 0.05, message: str = "") -> object:
+    """Poll `condition` until it returns something truthy; fail with `message` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message or condition}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_environment(**overrides: str) -> dict[str, str]:
+    """The test environment, pointed at the test database pytest-django created."""
+    env = dict(os.environ)
+    db = settings.DATABASES["default"]
+    env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{connection.settings_dict['NAME']}"
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
+
+
+class ManagedProcess:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.args = args
+        self.env = env
+        self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ManagedProcess:
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child keeps it open
+        self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> None:
+        def ready() -> bool:
+            assert self.process is not None and self.process.poll() is None, f"{self.name} exited:\n{self.log()}"
+            return text in self.log()
+
+        wait_until(ready, timeout=timeout, interval=0.1, message=f"{self.name} to log {text!r}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, as when a machine or container dies."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_worker(env: dict[str, str], log_dir: Path, concurrency: int = 4) -> ManagedProcess:
+    worker = ManagedProcess(
+        "worker",
+        [str(BIN / "celery"), "-A", "config", "worker", "--pool", "threads", "--concurrency", str(concurrency),
+         "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test-{time.monotonic_ns()}@%h"],
+        env,
+        log_dir,
+    ).start()  # fmt: skip
+    worker.wait_for_log("ready.")
+    return worker
+
+
+def start_beat(env: dict[str, str], log_dir: Path) -> ManagedProcess:
+    schedule = log_dir / f"beat-schedule-{time.monotonic_ns()}"
+    beat = ManagedProcess(
+        "beat",
+        [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO", "--schedule", str(schedule)],
+        env,
+        log_dir,
+    ).start()
+    beat.wait_for_log("beat: Starting")
+    return beat
+
+
+def start_web(env: dict[str, str], log_dir: Path) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    web = ManagedProcess(
+        "web",
+        [str(BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "8"],
+        env,
+        log_dir,
+    ).start()
+    web.wait_for_log("Booting worker")
+    base_url = f"http://127.0.0.1:{port}"
+    import requests
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"{base_url}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(healthy, timeout=30, interval=0.1, message="web to answer /healthz")
+    return web, base_url
+
+
+def start_redis(log_dir: Path, port: int | None = None) -> tuple[ManagedProcess, int]:
+    """A Redis of the test's own, for a test that must stop the broker without stopping the machine's."""
+    port = port or free_port()
+    redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    redis = ManagedProcess(
+        f"redis-{port}",
+        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        dict(os.environ),
+        log_dir,
+    ).start()
+    redis.wait_for_log("Ready to accept connections")
+    return redis, port

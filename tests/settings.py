@@ -1,0 +1,29 @@
+"""Test environment: the project's one settings module, with the test defaults put in its environment.
+
+The same environment is handed to the worker, beat and web processes the tests start, so every
+process agrees on the database, the broker, the media folder and the (fast) timings.
+"""
+
+import os
+import tempfile
+
+_TEST_DEFAULTS = {
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/atelier",
+    "CELERY_BROKER_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+    "ATELIER_VAR_DIR": tempfile.mkdtemp(prefix="atelier-test-"),
+    "LOCAL_PROVIDER_LATENCY_MS": "300",
+    "JOB_LEASE_SECONDS": "3",
+    "RESCUE_INTERVAL_SECONDS": "1",
+    "JOB_REDISPATCH_AFTER_SECONDS": "3",
+    "JOB_RETRY_BASE_SECONDS": "0.05",
+    "JOB_RETRY_MAX_SECONDS": "0.5",
+    "JOB_MAX_IMAGE_RETRIES": "8",
+    "LOG_LEVEL": "WARNING",
+}
+for _name, _value in _TEST_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
+
+from config.settings import *  # noqa: E402,F403
+
+# Hashing passwords slowly only slows the tests.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
