@@ -67,10 +67,11 @@ def luminance_correlation(a: Image.Image, b: Image.Image) -> float:
 
 
 def sample_photo(size: tuple[int, int] = (640, 480)) -> Image.Image:
-    """A stand-in 'photo': a diagonal gradient with a bright disc and a dark bar."""
+    """A stand-in 'photo': crossed colour ramps with a bright disc and a dark bar."""
     w, h = size
-    ramp = Image.linear_gradient("L").resize(size)
-    image = Image.merge("RGB", (ramp, ramp.transpose(Image.Transpose.FLIP_LEFT_RIGHT), Image.new("L", size, 120)))
+    down = Image.linear_gradient("L").resize(size)
+    across = Image.linear_gradient("L").transpose(Image.Transpose.ROTATE_90).resize(size)
+    image = Image.merge("RGB", (down, across, Image.new("L", size, 120)))
     draw = ImageDraw.Draw(image)
     draw.ellipse((w * 0.55, h * 0.15, w * 0.85, h * 0.55), fill=(250, 240, 200))
     draw.rectangle((w * 0.1, h * 0.6, w * 0.45, h * 0.75), fill=(20, 30, 60))

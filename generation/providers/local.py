@@ -181,9 +181,10 @@ for _motif, _words in {
     for _word in _words.split():
         _MOTIF_WORDS.setdefault(_word, _motif)
 
-_BACK_MOTIFS = ("sun", "ridges", "waves", "stripes")
+# drawing order, back to front
+_BACK_MOTIFS = ("stars", "sun", "ridges", "waves", "stripes")
 _MID_MOTIFS = ("circles", "blocks", "polygons", "flowers", "trees")
-_FRONT_MOTIFS = ("stars", "brush")
+_FRONT_MOTIFS = ("brush",)
 _SCENE_MOTIFS = frozenset({"ridges", "waves", "blocks", "trees"})
 _PATTERN_MOTIFS = frozenset({"polygons", "stripes", "flowers", "circles"})
 _MINIMAL_SUBJECTS = frozenset({"circles", "polygons", "flowers", "blocks", "sun", "trees"})
@@ -933,7 +934,7 @@ def _render_design(
         work = (max(1, size[0] // 2), max(1, size[1] // 2))
         image = _background(work, palette, rng)
         _draw_motifs(image, palette, motifs, style, rng)
-        image = image.filter(ImageFilter.GaussianBlur(max(1.0, min(work) * 0.006)))
+        image = image.filter(ImageFilter.GaussianBlur(max(1.0, min(work) * 0.003)))
         image = _vignette(image, palette, 90)
         return image.resize(size, Image.Resampling.BILINEAR)
     image = _background(size, palette, rng)
