@@ -15,7 +15,8 @@ configured) or else from the environment, unless given to the constructor:
   ``TransientProviderError``. This roll is truly random, so a retry can succeed.
 
 A prompt with the word "forbidden" is refused as a content-policy violation, so tests can
-provoke a permanent failure deterministically.
+provoke a permanent failure deterministically. ``LOCAL_PROVIDER_REFUSE_FROM_IMAGE`` (default 0,
+off) refuses every output from that image number (1-based) on, to fail a job part-way through.
 """
 
 from __future__ import annotations
@@ -228,6 +229,11 @@ class LocalProvider:
             )
         if _FORBIDDEN.search(request.prompt or ""):
             raise PermanentProviderError("The prompt was refused by the content policy.", code="CONTENT_POLICY")
+        refuse_from = _int_setting("LOCAL_PROVIDER_REFUSE_FROM_IMAGE")
+        if refuse_from > 0 and request.index + 1 >= refuse_from:
+            raise PermanentProviderError(
+                f"Image {request.index + 1} was refused by the content policy.", code="CONTENT_POLICY"
+            )
         source = None
         if request.kind == "edit":
             if not request.source_image:
@@ -279,6 +285,13 @@ def _latency_setting() -> int:
         return max(0, int(float(_setting("LOCAL_PROVIDER_LATENCY_MS"))))
     except (TypeError, ValueError):
         return DEFAULT_LATENCY_MS
+
+
+def _int_setting(name: str) -> int:
+    try:
+        return int(_setting(name) or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _failure_rate_setting() -> float:

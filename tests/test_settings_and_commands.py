@@ -1,0 +1,81 @@
+"""Settings that refuse bad configuration, production checks, and the bootstrap command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.management import call_command
+
+from accounts.models import ApiKey, Membership, Team, User
+from accounts.services import api_key_hash
+from tests.processes import ROOT
+
+
+def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    base = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=base | env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DEBUG", "maybe"),
+        ("JOB_LEASE_SECONDS", "soon"),
+        ("LOCAL_PROVIDER_TRANSIENT_FAILURE_RATE", "2"),
+        ("DATABASE_URL", "nosuchdb://x"),
+        ("GENERATION_DEFAULT_PROVIDER", "midjourney"),
+    ],
+)
+def test_a_malformed_variable_stops_the_start_with_an_error_naming_it(name, value):
+    result = run_manage("check", **{name: value})
+    assert result.returncode != 0
+    assert name in result.stderr
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = run_manage("check", DEBUG="false", SECRET_KEY="", ALLOWED_HOSTS="atelier.example.com")
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_settings_pass_the_deploy_check():
+    result = run_manage(
+        "check", "--deploy", "--fail-level", "WARNING",
+        DEBUG="false", SECRET_KEY="s" * 20 + "-production-secret-with-enough-entropy-0123456789",
+        ALLOWED_HOSTS="atelier.example.com",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.django_db
+def test_bootstrap_creates_user_team_and_prints_a_working_key_last(capsys):
+    call_command("bootstrap", email="ops@example.com", password="long-enough-pw", team="Studio")
+    output = capsys.readouterr().out.strip().splitlines()
+    raw_key = output[-1]
+    assert raw_key.startswith("atl_")
+    user = User.objects.get(email="ops@example.com")
+    team = Team.objects.get(name="Studio")
+    assert Membership.objects.get(user=user, team=team).role == "owner"
+    stored = ApiKey.objects.get(team=team)
+    assert stored.key_hash == api_key_hash(raw_key)
+    assert raw_key not in stored.key_hash and stored.prefix in raw_key  # only the hash is kept
+
+    # Run again: the same user and team, a fresh key.
+    call_command("bootstrap", email="ops@example.com", password="long-enough-pw", team="Studio")
+    second_key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert second_key != raw_key
+    assert User.objects.filter(email="ops@example.com").count() == 1
+    assert Team.objects.filter(name="Studio").count() == 1
+    assert ApiKey.objects.filter(team=team).count() == 2
+
+
+@pytest.mark.django_db
+def test_every_new_user_gets_a_personal_team_they_own(alice):
+    assert alice.team.personal_owner == alice.user
+    assert Membership.objects.get(team=alice.team, user=alice.user).role == "owner"
