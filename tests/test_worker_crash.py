@@ -30,7 +30,8 @@ def test_sigkilled_worker_job_resumes_at_first_missing_image_with_no_index_twice
     recovery_seconds = time.monotonic() - killed_at
     with capsys.disabled():
         print(
-            f"\n[figure] SIGKILL to job finished: {recovery_seconds:.1f}s ({made_before_kill} of 6 made before the kill)"
+            f"\n[figure] SIGKILL to job finished: {recovery_seconds:.1f}s "
+            f"({made_before_kill} of 6 made before the kill)"
         )
 
     assert job.status == "succeeded"
