@@ -19,7 +19,7 @@ def team_for_user(user: User, preferred_team_id: int | None = None) -> Team | No
         team = teams.filter(id=preferred_team_id).first()
         if team is not None:
             return team
-    return teams.order_by("-personal_owner_id", "id").first()
+    return teams.filter(personal_owner=user).first() or teams.order_by("id").first()
 
 
 def current_team(request: HttpRequest) -> Team | None:

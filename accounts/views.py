@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from accounts.models import Team
+from accounts.teams import current_team_set
+
+
+@login_required
+@require_POST
+def team_switch(request: HttpRequest) -> HttpResponse:
+    """Make another of the user's teams the session's current team."""
+    team_id = request.POST.get("team", "")
+    team = Team.objects.filter(id=team_id, memberships__user=request.user).first() if team_id.isdigit() else None
+    if team is None:
+        raise Http404("No such team.")  # another team's id is not confirmed to exist
+    current_team_set(request, team)
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = "home"
+    return redirect(target)
