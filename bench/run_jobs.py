@@ -65,11 +65,11 @@ def main() -> None:
     worker = subprocess.Popen(
         [str(bin_dir / "celery"), "-A", "config", "worker", "--pool", "threads",
          "--concurrency", str(args.concurrency), "--loglevel", "WARNING"],
-        cwd=ROOT, stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT,
+        cwd=ROOT, stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
     )  # fmt: skip
     beat = subprocess.Popen(
         [str(bin_dir / "celery"), "-A", "config", "beat", "--loglevel", "WARNING", "--schedule", str(logs / "beat")],
-        cwd=ROOT, stdout=open(logs / "beat.log", "wb"), stderr=subprocess.STDOUT,
+        cwd=ROOT, stdout=open(logs / "beat.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
     )  # fmt: skip
     try:
         time.sleep(3)  # let the worker connect before the clock starts
