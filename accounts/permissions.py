@@ -5,6 +5,7 @@ from typing import Any
 from rest_framework import permissions
 from rest_framework.request import Request
 
+from accounts.models import Team
 from accounts.teams import current_team
 
 
@@ -19,3 +20,11 @@ class IsTeamMember(permissions.BasePermission):
         team = current_team(request)
         request.team = team  # type: ignore[attr-defined]
         return team is not None
+
+
+def request_team(request: Request) -> Team:
+    """The team `IsTeamMember` found for this request, typed (DRF's Request declares no `team`)."""
+    team = getattr(request, "team", None)
+    if not isinstance(team, Team):
+        raise RuntimeError("request.team is only set once IsTeamMember has let the request in.")
+    return team

@@ -6,7 +6,7 @@ from django.shortcuts import redirect
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from accounts.models import Team
+from accounts.models import Team, User
 from accounts.teams import current_team_set
 
 
@@ -14,6 +14,7 @@ from accounts.teams import current_team_set
 @require_POST
 def team_switch(request: HttpRequest) -> HttpResponse:
     """Make another of the user's teams the session's current team."""
+    assert isinstance(request.user, User)  # login_required
     team_id = request.POST.get("team", "")
     team = Team.objects.filter(id=team_id, memberships__user=request.user).first() if team_id.isdigit() else None
     if team is None:

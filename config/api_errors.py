@@ -72,7 +72,8 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     code = _CODES.get(type(exc), str(exc.default_code).upper())
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)) and response.status_code == 403:
         response.status_code = status.HTTP_401_UNAUTHORIZED
-    details = {"wait": exc.wait} if isinstance(exc, exceptions.Throttled) else {}
+    # DRF sets Throttled.wait in __init__; the stubs do not declare it
+    details = {"wait": exc.wait} if isinstance(exc, exceptions.Throttled) else {}  # type: ignore[attr-defined]
     response.data = error_body(code, str(exc.detail), details)
     return response
 

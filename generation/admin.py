@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
@@ -49,7 +51,17 @@ class OutputInline(admin.TabularInline):
     model = GeneratedOutput
     extra = 0
     can_delete = False
-    fields = ["index", "preview", "mime", "width", "height", "bytes", "carried_from", "created_at"]
+    # a tuple: it types as both `fields` (field groups) and `readonly_fields` (names); a list does not
+    fields: ClassVar[tuple[str, ...]] = (
+        "index",
+        "preview",
+        "mime",
+        "width",
+        "height",
+        "bytes",
+        "carried_from",
+        "created_at",
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
-from generation.models import GeneratedOutput, GenerationJob, InputAsset, Look
+from generation.models import GeneratedOutput, GenerationJob, InputAsset, Look, StudioTab
 from generation.prompts import QUALITY_HINTS, STYLE_PRESETS
 from generation.providers.registry import provider_names
 from generation.services.submit import JobSpec, ReferenceSpec
@@ -26,7 +26,9 @@ class StrictSerializer(serializers.Serializer):
 
 
 class ParamsSerializer(StrictSerializer):
-    style = serializers.ChoiceField(choices=sorted(STYLE_PRESETS), default="realistic")
+    # The metaclass moves declared fields off the class, so this does not clash with Field.style
+    # at runtime; the stubs cannot know that.
+    style = serializers.ChoiceField(choices=sorted(STYLE_PRESETS), default="realistic")  # type: ignore[assignment]
     quality = serializers.ChoiceField(choices=list(QUALITY_HINTS), default="standard")
     aspect_ratio = serializers.ChoiceField(choices=ASPECT_RATIOS, default="1:1")
     seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
@@ -43,7 +45,8 @@ class ReferenceInputSerializer(StrictSerializer):
 
 class InputsSerializer(StrictSerializer):
     source_asset_id = serializers.UUIDField(required=False, allow_null=True)
-    references = ReferenceInputSerializer(many=True, required=False, max_length=4)
+    # many=True makes a ListSerializer, which takes max_length; the stubs check the child's kwargs.
+    references = ReferenceInputSerializer(many=True, required=False, max_length=4)  # type: ignore[call-arg]
 
 
 class JobCreateSerializer(StrictSerializer):
@@ -60,7 +63,9 @@ class JobCreateSerializer(StrictSerializer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Read at request time so providers added later (and test settings) are honoured.
-        self.fields["provider"].choices = provider_names()
+        provider = self.fields["provider"]
+        assert isinstance(provider, serializers.ChoiceField)
+        provider.choices = provider_names()
 
     def to_spec(self) -> JobSpec:
         data = self.validated_data
@@ -139,8 +144,8 @@ class JobSerializer(serializers.ModelSerializer):
     outputs = OutputSerializer(many=True, read_only=True)
     error = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
-    tab = serializers.PrimaryKeyRelatedField(read_only=True)
-    retry_of = serializers.PrimaryKeyRelatedField(read_only=True)
+    tab: serializers.PrimaryKeyRelatedField[StudioTab] = serializers.PrimaryKeyRelatedField(read_only=True)
+    retry_of: serializers.PrimaryKeyRelatedField[GenerationJob] = serializers.PrimaryKeyRelatedField(read_only=True)
 
     class Meta:
         model = GenerationJob

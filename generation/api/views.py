@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.permissions import request_team
 from generation.api.serializers import (
     ActivitySeenSerializer,
     AssetSerializer,
@@ -29,7 +30,7 @@ from generation.errors import NothingToDownload
 from generation.models import GeneratedOutput, GenerationJob, InputAsset, Look
 from generation.selectors import activity_for_user, job_list_for_team, job_queryset_for_team, look_list_for_team
 from generation.services.assets import asset_upload
-from generation.services.files import SPOOL_BYTES, archive_write
+from generation.services.files import SPOOL_BYTES, archive_write, stored_name
 from generation.services.lifecycle import activity_mark_seen, job_cancel, job_retry
 from generation.services.submit import job_estimate, job_submit
 
@@ -38,7 +39,7 @@ IDEMPOTENCY_KEY_MAX = 200
 
 def _job_for_team(request: Request, job_id: UUID) -> GenerationJob:
     # Another team's job is "not found", never "forbidden": ids of other teams are not confirmed.
-    return get_object_or_404(job_queryset_for_team(request.team), id=job_id)  # type: ignore[attr-defined]
+    return get_object_or_404(job_queryset_for_team(request_team(request)), id=job_id)
 
 
 def _job_response(request: Request, job: GenerationJob, status_code: int) -> Response:
@@ -58,7 +59,7 @@ class JobListCreateView(APIView):
         query = JobListQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         jobs = job_list_for_team(
-            team=request.team,  # type: ignore[attr-defined]
+            team=request_team(request),
             status=query.validated_data.get("status"),
             kind=query.validated_data.get("kind"),
             tab_id=query.validated_data.get("tab"),
@@ -80,7 +81,7 @@ class JobListCreateView(APIView):
         serializer = JobCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = job_submit(
-            team=request.team,  # type: ignore[attr-defined]
+            team=request_team(request),
             user=request.user,  # type: ignore[arg-type]
             spec=serializer.to_spec(),
             idempotency_key=idempotency_key,
@@ -166,7 +167,7 @@ class JobDownloadView(APIView):
         filename = f"atelier-{job.id}.zip"
         if job.archive:
             return _stream_from_storage(
-                job.archive.name, filename=filename, content_type="application/zip", as_attachment=True
+                stored_name(job.archive), filename=filename, content_type="application/zip", as_attachment=True
             )
         outputs = list(job.outputs.all())
         if not outputs:
@@ -182,12 +183,12 @@ class JobOutputView(APIView):
     def get(self, request: Request, job_id: UUID, number: int) -> HttpResponseBase:
         output = get_object_or_404(
             GeneratedOutput,
-            job__team=request.team,
+            job__team=request_team(request),
             job_id=job_id,
-            index=number - 1,  # type: ignore[attr-defined]
+            index=number - 1,
         )
         return _stream_from_storage(
-            output.file.name, filename=f"image-{number}.png", content_type=output.mime, as_attachment=False
+            stored_name(output.file), filename=f"image-{number}.png", content_type=output.mime, as_attachment=False
         )
 
 
@@ -198,16 +199,17 @@ class AssetUploadView(APIView):
     def post(self, request: Request) -> Response:
         serializer = AssetUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        asset = asset_upload(team=request.team, user=request.user, upload=serializer.validated_data["file"])  # type: ignore[attr-defined,arg-type]
+        asset = asset_upload(team=request_team(request), user=request.user, upload=serializer.validated_data["file"])  # type: ignore[arg-type]
         return Response(AssetSerializer(asset, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
 
 class AssetContentView(APIView):
     @extend_schema(responses={(200, "image/png"): OpenApiResponse(description="The uploaded image")})
     def get(self, request: Request, asset_id: UUID) -> HttpResponseBase:
-        asset = get_object_or_404(InputAsset, team=request.team, id=asset_id)  # type: ignore[attr-defined]
+        asset = get_object_or_404(InputAsset, team=request_team(request), id=asset_id)
+        name = stored_name(asset.file)
         return _stream_from_storage(
-            asset.file.name, filename=asset.file.name.rsplit("/", 1)[-1], content_type=asset.mime, as_attachment=False
+            name, filename=name.rsplit("/", 1)[-1], content_type=asset.mime, as_attachment=False
         )
 
 
@@ -219,7 +221,7 @@ class ActivityView(APIView):
         summary="My active jobs and the finished ones I have not seen",
     )
     def get(self, request: Request) -> Response:
-        activity = activity_for_user(team=request.team, user=request.user)  # type: ignore[attr-defined,arg-type]
+        activity = activity_for_user(team=request_team(request), user=request.user)  # type: ignore[arg-type]
         context = {"request": request}
         return Response({name: JobSerializer(jobs, many=True, context=context).data for name, jobs in activity.items()})
 
@@ -235,7 +237,7 @@ class ActivitySeenView(APIView):
         serializer.is_valid(raise_exception=True)
         marked = activity_mark_seen(
             user=request.user,  # type: ignore[arg-type]
-            team_id=request.team.id,  # type: ignore[attr-defined]
+            team_id=request_team(request).id,
             job_ids=serializer.validated_data.get("ids"),
         )
         return Response({"marked": marked})
@@ -245,13 +247,13 @@ class LookListView(APIView):
     @extend_schema(responses=LookSerializer(many=True), summary="The team's collection, newest first")
     def get(self, request: Request) -> Response:
         paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(look_list_for_team(team=request.team), request, view=self)  # type: ignore[attr-defined]
+        page = paginator.paginate_queryset(look_list_for_team(team=request_team(request)), request, view=self)
         return paginator.get_paginated_response(LookSerializer(page, many=True, context={"request": request}).data)
 
 
 class LookDetailView(APIView):
     def _look(self, request: Request, look_id: UUID) -> Look:
-        return get_object_or_404(look_list_for_team(team=request.team), id=look_id)  # type: ignore[attr-defined]
+        return get_object_or_404(look_list_for_team(team=request_team(request)), id=look_id)
 
     @extend_schema(responses=LookSerializer)
     def get(self, request: Request, look_id: UUID) -> Response:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db.models.fields.files import FieldFile
 
 from generation.models import GeneratedOutput, GenerationJob
 
@@ -30,6 +31,13 @@ def output_filename(index: int, mime: str) -> str:
     return f"image-{index + 1}.{EXTENSIONS.get(mime, 'bin')}"
 
 
+def stored_name(file: FieldFile) -> str:
+    """The storage name of a file field that must hold a file (an empty one is a bug)."""
+    if not file.name:
+        raise ValueError(f"{file.field} holds no file.")
+    return file.name
+
+
 def output_store(*, job: GenerationJob, index: int, content: bytes, mime: str) -> str:
     """Write one image and return its storage name.
 
@@ -45,7 +53,7 @@ def archive_write(*, job: GenerationJob, outputs: Iterable[GeneratedOutput], fil
         for output in outputs:
             # Images are already compressed; storing them keeps zipping cheap.
             with (
-                default_storage.open(output.file.name, "rb") as source,
+                default_storage.open(stored_name(output.file), "rb") as source,
                 archive.open(output_filename(output.index, output.mime), "w") as target,
             ):
                 for chunk in iter(lambda: source.read(1024 * 1024), b""):

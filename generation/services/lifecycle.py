@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from uuid import UUID
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -18,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 def job_finish(
     *,
-    job_id: object,
+    job_id: UUID | str,
     fence: Q,
     status: str,
     error_code: str = "",

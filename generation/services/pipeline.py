@@ -32,7 +32,7 @@ from generation.providers.base import (
     TransientProviderError,
 )
 from generation.providers.registry import get_provider
-from generation.services.files import archive_store, output_store, storage_delete_quietly
+from generation.services.files import archive_store, output_store, storage_delete_quietly, stored_name
 from generation.services.lifecycle import job_finish
 
 logger = logging.getLogger(__name__)
@@ -273,12 +273,12 @@ def _backoff_seconds(attempt: int, retry_after: float | None) -> float:
 
 def _load_inputs(job: GenerationJob) -> tuple[bytes | None, tuple[ReferenceImage, ...]]:
     source = None
-    if job.source_asset_id:
-        with default_storage.open(job.source_asset.file.name, "rb") as handle:
+    if job.source_asset is not None:
+        with default_storage.open(stored_name(job.source_asset.file), "rb") as handle:
             source = handle.read()
     references = []
     for link in job.reference_links.select_related("asset"):
-        with default_storage.open(link.asset.file.name, "rb") as handle:
+        with default_storage.open(stored_name(link.asset.file), "rb") as handle:
             references.append(ReferenceImage(content=handle.read(), weight=link.weight))
     return source, tuple(references)
 
