@@ -23,7 +23,7 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/python manage.py migrate --noinput
-	@$(BIN)/python manage.py bootstrap --email $(DEMO_EMAIL) --password $(DEMO_PASSWORD) --team Demo > var/demo-login.txt
+	@$(BIN)/python manage.py bootstrap --email $(DEMO_EMAIL) --password $(DEMO_PASSWORD) --team Demo --credits 500 > var/demo-login.txt
 	@echo ""
 	@echo "  Atelier is starting on http://127.0.0.1:$(PORT)/"
 	@echo "  Log in as $(DEMO_EMAIL) / $(DEMO_PASSWORD)   (admin: http://127.0.0.1:$(PORT)/admin/)"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from accounts.models import ApiKey, Membership, Team, User
+from credits.models import CreditAccount
 
 API_KEY_PREFIX_BYTES = 6
 API_KEY_SECRET_BYTES = 32
@@ -26,6 +27,7 @@ def user_create(*, email: str, password: str | None, display_name: str = "") -> 
     user = User.objects.create_user(email=email, password=password, display_name=display_name)
     team = Team.objects.create(name=f"{display_name or email.split('@')[0]}'s team", personal_owner=user)
     Membership.objects.create(team=team, user=user, role=Membership.Role.OWNER)
+    CreditAccount.objects.create(team=team)
     return user
 
 
@@ -33,6 +35,7 @@ def user_create(*, email: str, password: str | None, display_name: str = "") -> 
 def team_create(*, name: str, owner: User) -> Team:
     team = Team.objects.create(name=name)
     Membership.objects.create(team=team, user=owner, role=Membership.Role.OWNER)
+    CreditAccount.objects.create(team=team)
     return team
 
 

@@ -55,11 +55,13 @@ def main() -> None:
     redis.Redis.from_url(args.broker).flushdb()
 
     from accounts.services import user_create
+    from credits.services import credits_grant
     from generation.models import GenerationJob
     from generation.services.submit import JobSpec, job_submit
 
     user = user_create(email="bench@example.com", password="bench-password")
     team = user.personal_team
+    credits_grant(team=team, amount=10_000, idempotency_key="bench-grant", actor=None, memo="benchmark")
     logs = Path(os.environ["ATELIER_VAR_DIR"])
     bin_dir = Path(sys.executable).parent
     worker = subprocess.Popen(

@@ -11,7 +11,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from generation.errors import ServiceError
+from config.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,13 @@ def flatten_field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ServiceError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+        details = dict(exc.details)
+        request = context.get("request")
+        for key, value in details.items():
+            # Links in details (`top_up_url`) are given as paths; the client gets them absolute.
+            if key.endswith("_url") and isinstance(value, str) and value.startswith("/") and request is not None:
+                details[key] = request.build_absolute_uri(value)
+        return Response(error_body(exc.code, exc.message, details), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

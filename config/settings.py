@@ -192,6 +192,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two models have a "kind" choice field; name their enums apart in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "JobKindEnum": "generation.models.GenerationJob.Kind",
+        "LedgerEntryKindEnum": "credits.models.LedgerEntry.Kind",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------------------------

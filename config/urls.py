@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
 from config.api_errors import json_not_found, json_server_error
+from credits.views import credits_page
 from generation import views as pages
 
 urlpatterns = [
@@ -18,6 +19,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("", pages.home, name="home"),
     path("jobs/<uuid:job_id>/", pages.job_page, name="job-page"),
+    path("credits/", credits_page, name="credits-page"),
     path("healthz", pages.healthz, name="healthz"),
 ]
 

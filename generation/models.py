@@ -92,6 +92,8 @@ class GenerationJob(models.Model):
     references = models.ManyToManyField(InputAsset, through="JobReference", related_name="referenced_by_jobs")
 
     total_outputs = models.PositiveSmallIntegerField()
+    # The price of one delivered output when the job was accepted; captures use it, not today's price.
+    credits_per_output = models.PositiveIntegerField(default=0)
     completed_outputs = models.PositiveSmallIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0)
     error_code = models.CharField(max_length=40, blank=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Prefetch, QuerySet
 
 from accounts.models import Team, User
+from credits.models import LedgerEntry
 from generation.models import ACTIVE_STATUSES, FINISHED_STATUSES, GeneratedOutput, GenerationJob, JobReference, Look
 
 
@@ -16,6 +17,7 @@ def job_queryset_for_team(team: Team) -> QuerySet[GenerationJob]:
         .prefetch_related(
             Prefetch("outputs", queryset=GeneratedOutput.objects.order_by("index")),
             Prefetch("reference_links", queryset=JobReference.objects.order_by("id")),
+            Prefetch("ledger_entries", queryset=LedgerEntry.objects.only("id", "job_id", "kind", "held_delta")),
         )
     )
 

@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Team, User
 from accounts.services import api_key_create, membership_ensure
+from credits.services import credits_grant
 from generation.models import GenerationJob
 from tests.factories import UserFactory
 from tests.processes import ManagedProcess, child_environment, start_beat, start_worker, wait_until
@@ -23,7 +24,12 @@ class Person:
     client: APIClient  # authenticated with the API key, acting for `team`
 
 
-def _person(user: User, team: Team) -> Person:
+STARTING_CREDITS = 1000
+
+
+def _person(user: User, team: Team, credits: int = STARTING_CREDITS) -> Person:
+    if credits:
+        credits_grant(team=team, amount=credits, idempotency_key=f"test-grant:{team.id}", actor=None, memo="test")
     issued = api_key_create(team=team, created_by=user, name="test")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.raw_key}")
@@ -41,7 +47,7 @@ def bob(alice: Person) -> Person:
     """A member of Alice's team."""
     user = UserFactory(email="bob@example.com")
     membership_ensure(team=alice.team, user=user)
-    return _person(user, alice.team)
+    return _person(user, alice.team, credits=0)
 
 
 @pytest.fixture

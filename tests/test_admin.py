@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.services import team_create
+from credits.services import credits_grant
 from generation.models import GenerationJob
 from generation.services.submit import JobSpec, job_submit
 
@@ -74,6 +75,7 @@ def test_team_switch_changes_the_session_team_and_refuses_foreign_teams(alice, c
     client = Client()
     client.force_login(alice.user)
     second = team_create(name="Second studio", owner=alice.user)
+    credits_grant(team=second, amount=10, idempotency_key="second-team", actor=None, memo="test")
     job = job_submit(team=second, user=alice.user, spec=JobSpec(prompt="in the second team")).job
     assert client.get(f"/jobs/{job.id}/").status_code == 404  # the personal team is current
     response = client.post("/accounts/team/", {"team": second.id, "next": f"/jobs/{job.id}/"})

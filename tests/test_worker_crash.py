@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.core.management import call_command
 
+from credits.models import LedgerEntry
+from credits.services import JobCredits, job_credits
 from generation.models import GeneratedOutput, Look
 from tests.conftest import wait_for_finish, wait_for_job
 
@@ -42,3 +45,8 @@ def test_sigkilled_worker_job_resumes_at_first_missing_image_with_no_index_twice
     assert Look.objects.filter(job_id=job_id).count() == 6
     # The images made before the kill were kept, not made again.
     assert made_before_kill >= 2
+    # ...and no image was charged twice: one capture per index, and the hold is settled.
+    captures = list(LedgerEntry.objects.filter(job_id=job_id, kind="capture").values_list("output_index", flat=True))
+    assert sorted(captures) == [0, 1, 2, 3, 4, 5]
+    assert job_credits(job_id) == JobCredits(held=6, captured=6, released=0)
+    call_command("credits_audit")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.core.management import call_command
 
 from generation.models import GeneratedOutput, Look
 from tests.conftest import wait_for_finish
@@ -40,6 +41,8 @@ def test_permanent_failure_ends_the_job_with_its_code_and_retry_makes_only_the_m
     assert body["error"] == {"code": "CONTENT_POLICY", "message": "Image 3 was refused by the content policy."}
     assert [output["index"] for output in body["outputs"]] == [1, 2]
     assert Look.objects.filter(job=failed).count() == 2  # delivered images are kept in the collection
+    # Two images delivered and paid; the two refused are given back.
+    assert body["credits"] == {"per_output": 1, "held": 4, "captured": 2, "released": 2}
 
     stack.worker.stop()
     stack.env["LOCAL_PROVIDER_REFUSE_FROM_IMAGE"] = "0"  # the provider recovers
@@ -49,8 +52,12 @@ def test_permanent_failure_ends_the_job_with_its_code_and_retry_makes_only_the_m
     retry_body = response.json()
     assert retry_body["retry_of"] == job_id
     assert retry_body["progress"] == {"completed": 2, "total": 4}
+    assert retry_body["credits"]["held"] == 2  # only the two missing images are held
     retry = wait_for_finish(retry_body["id"])
     assert retry.status == "succeeded"
+    retry_credits = alice.client.get(f"/api/v1/jobs/{retry.id}").json()["credits"]
+    assert retry_credits == {"per_output": 1, "held": 2, "captured": 2, "released": 0}
+    call_command("credits_audit")
 
     outputs = {o.index: o for o in GeneratedOutput.objects.filter(job=retry)}
     assert sorted(outputs) == [0, 1, 2, 3]

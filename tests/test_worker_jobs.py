@@ -12,6 +12,7 @@ from django.db import transaction
 from PIL import Image
 
 from config.celery import app as celery_app
+from credits.services import JobCredits, job_credits
 from generation.models import GeneratedOutput, GenerationJob, Look
 from generation.services.lifecycle import job_cancel
 from generation.services.submit import JobSpec, job_submit
@@ -95,6 +96,8 @@ def test_cancel_of_a_running_job_stops_before_its_next_image_and_keeps_what_it_m
     indexes = sorted(GeneratedOutput.objects.filter(job_id=job_id).values_list("index", flat=True))
     assert indexes == list(range(job.completed_outputs))
     assert Look.objects.filter(job_id=job_id).count() == job.completed_outputs
+    # Only the delivered images are paid; the rest of the hold goes back.
+    assert job_credits(job_id) == JobCredits(held=6, captured=job.completed_outputs, released=6 - job.completed_outputs)
 
 
 def test_worker_runs_with_the_configured_pool_prefetch_and_acks(stack):

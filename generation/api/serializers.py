@@ -6,6 +6,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
+from credits.services import job_credits_from_entries
 from generation.models import GeneratedOutput, GenerationJob, InputAsset, Look, StudioTab
 from generation.prompts import QUALITY_HINTS, STYLE_PRESETS
 from generation.providers.registry import provider_names
@@ -143,6 +144,7 @@ class JobSerializer(serializers.ModelSerializer):
     inputs = serializers.SerializerMethodField()
     outputs = OutputSerializer(many=True, read_only=True)
     error = serializers.SerializerMethodField()
+    credits = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
     tab: serializers.PrimaryKeyRelatedField[StudioTab] = serializers.PrimaryKeyRelatedField(read_only=True)
     retry_of: serializers.PrimaryKeyRelatedField[GenerationJob] = serializers.PrimaryKeyRelatedField(read_only=True)
@@ -151,7 +153,7 @@ class JobSerializer(serializers.ModelSerializer):
         model = GenerationJob
         fields = [
             "id", "kind", "status", "progress", "queue_position", "prompt", "optimized_prompt",
-            "provider", "model", "params", "inputs", "outputs", "error", "attempts", "retry_of",
+            "provider", "model", "params", "inputs", "outputs", "credits", "error", "attempts", "retry_of",
             "subject_key", "tab", "created_at", "started_at", "finished_at", "links",
         ]  # fmt: skip
 
@@ -174,6 +176,15 @@ class JobSerializer(serializers.ModelSerializer):
                 }
                 for link in job.reference_links.all()
             ],
+        }
+
+    def get_credits(self, job: GenerationJob) -> dict[str, int]:
+        totals = job_credits_from_entries(list(job.ledger_entries.all()))
+        return {
+            "per_output": job.credits_per_output,
+            "held": totals.held,
+            "captured": totals.captured,
+            "released": totals.released,
         }
 
     def get_error(self, job: GenerationJob) -> dict | None:

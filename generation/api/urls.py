@@ -1,5 +1,6 @@
 from django.urls import path
 
+from credits.api import CreditsView
 from generation.api import views
 
 app_name = "api"
@@ -18,4 +19,5 @@ urlpatterns = [
     path("activity/seen", views.ActivitySeenView.as_view(), name="activity-seen"),
     path("looks", views.LookListView.as_view(), name="look-list"),
     path("looks/<uuid:look_id>", views.LookDetailView.as_view(), name="look-detail"),
+    path("credits", CreditsView.as_view(), name="credits"),
 ]

@@ -104,6 +104,8 @@ class JobEstimateView(APIView):
                 "provider": serializers.CharField(),
                 "model": serializers.CharField(),
                 "outputs": serializers.IntegerField(),
+                "credits_per_output": serializers.IntegerField(),
+                "credits": serializers.IntegerField(),
                 "optimized_prompt": serializers.CharField(),
             },
         ),
@@ -118,6 +120,8 @@ class JobEstimateView(APIView):
                 "provider": estimate.provider,
                 "model": estimate.model,
                 "outputs": estimate.outputs,
+                "credits_per_output": estimate.credits_per_output,
+                "credits": estimate.credits,
                 "optimized_prompt": estimate.optimized_prompt,
             }
         )

@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
+from credits.services import credits_hold, credits_release
 from generation.errors import InvalidJobStatus
 from generation.models import ACTIVE_STATUSES, GeneratedOutput, GenerationJob, JobReference, Look
 from generation.services.dispatch import job_dispatch_on_commit
@@ -30,7 +31,8 @@ def job_finish(
 
     The fence is what the caller must still own: the worker's lease, the rescuer's view of an
     expired lease, or "still queued" for a cancel. Returns False (and changes nothing) otherwise.
-    All terminal paths go through here so that they collect (and, with credits, settle) alike.
+    All terminal paths go through here so that they collect and settle alike: the credits held
+    for images not delivered are released in the same transaction.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -49,6 +51,7 @@ def job_finish(
             return False
         job = GenerationJob.objects.get(id=job_id)
         outputs_collect(job=job)
+        credits_release(team_id=job.team_id, job_id=job.id)
     logger.info("job %s finished: %s %s", job_id, status, error_code)
     return True
 
@@ -92,6 +95,7 @@ def job_retry(*, job: GenerationJob, user: User | None) -> tuple[GenerationJob, 
     2. A retry that is still active or succeeded is returned instead of a second one, so a
        double click cannot start (and pay for) the same retry twice.
     3. The delivered images are carried over as outputs of the new job (same files, no cost).
+    4. Credits are held for the missing images only (402 when the team is short).
     Returns (job, created).
     """
     if job.status not in (GenerationJob.Status.FAILED, GenerationJob.Status.CANCELED):
@@ -131,12 +135,20 @@ def _job_retry_create(*, job: GenerationJob, user: User | None) -> tuple[Generat
             source_asset_id=job.source_asset_id,
             total_outputs=job.total_outputs,
             completed_outputs=len(delivered),
+            credits_per_output=job.credits_per_output,
             retry_of=job,
             subject_key=job.subject_key,
             dispatched_at=timezone.now(),
         )
         JobReference.objects.bulk_create(
             JobReference(job=retry, asset_id=link.asset_id, weight=link.weight) for link in job.reference_links.all()
+        )
+        # Only the images still to make are held; the carried ones were paid by the original.
+        credits_hold(
+            team_id=job.team_id,
+            job_id=retry.id,
+            amount=(job.total_outputs - len(delivered)) * job.credits_per_output,
+            actor=user,
         )
         GeneratedOutput.objects.bulk_create(
             GeneratedOutput(

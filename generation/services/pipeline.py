@@ -23,6 +23,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from credits.services import credits_capture
 from generation.models import GeneratedOutput, GenerationJob
 from generation.providers.base import (
     OutputRequest,
@@ -212,7 +213,7 @@ def _finish_succeeded(job: GenerationJob, token: str) -> RunOutcome:
 
 
 def _record_output(job: GenerationJob, index: int, result: ProviderOutput, token: str) -> None:
-    """Store the file, then record it and the progress in one transaction fenced by the lease."""
+    """Store the file, then record it, the progress and its price in one transaction fenced by the lease."""
     name = output_store(job=job, index=index, content=result.content, mime=result.mime)
     with transaction.atomic():
         progressed = GenerationJob.objects.filter(
@@ -231,6 +232,7 @@ def _record_output(job: GenerationJob, index: int, result: ProviderOutput, token
                 bytes=len(result.content),
                 sha256=hashlib.sha256(result.content).hexdigest(),
             )
+            credits_capture(team_id=job.team_id, job_id=job.id, output_index=index, amount=job.credits_per_output)
     if progressed != 1:
         storage_delete_quietly(name)
         raise LeaseLost

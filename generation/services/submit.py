@@ -12,6 +12,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Team, User
+from credits.pricing import UnknownPrice, price_per_output
+from credits.services import credits_hold
 from generation.errors import IdempotencyConflict, ValidationFailed
 from generation.models import ACTIVE_STATUSES, GenerationJob, InputAsset, JobReference, StudioTab
 from generation.prompts import build_optimized_prompt
@@ -58,10 +60,15 @@ class Estimate:
     model: str
     optimized_prompt: str
     outputs: int
+    credits_per_output: int
+
+    @property
+    def credits(self) -> int:
+        return self.credits_per_output * self.outputs
 
 
 def job_estimate(*, spec: JobSpec) -> Estimate:
-    """What a job would be, without creating anything (cost is added by the credits app)."""
+    """What a job would be and cost, without creating anything."""
     provider = get_provider(spec.provider)
     if spec.kind not in provider.kinds:
         raise ValidationFailed({"kind": [f"The {spec.provider} provider cannot make {spec.kind} jobs."]})
@@ -73,7 +80,15 @@ def job_estimate(*, spec: JobSpec) -> Estimate:
     optimized = build_optimized_prompt(
         prompt=spec.prompt, kind=spec.kind, style=spec.params.get("style"), quality=spec.params.get("quality")
     )
-    return Estimate(provider=spec.provider, model=model, optimized_prompt=optimized, outputs=spec.count)
+    try:
+        price = price_per_output(
+            provider=spec.provider, model=model, kind=spec.kind, quality=spec.params.get("quality", "standard")
+        )
+    except UnknownPrice:
+        raise ValidationFailed({"provider": [f"The {spec.provider} provider has no price yet."]}) from None
+    return Estimate(
+        provider=spec.provider, model=model, optimized_prompt=optimized, outputs=spec.count, credits_per_output=price
+    )
 
 
 def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key: str = "") -> SubmitResult:
@@ -82,7 +97,9 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
     1. A known `idempotency_key` returns its job (same body) or raises IdempotencyConflict.
     2. A `subject_key` with an active job returns that job instead of starting another.
     3. Inputs are resolved within the team (another team's asset is "not found").
-    4. The job row is committed, then the task is published (a lost publish is the rescuer's).
+    4. In one transaction the job row is stored and price x outputs is held from the team's
+       credits (InsufficientCredits, and nothing is stored, when they are short).
+    5. After the commit the task is published (a lost publish is the rescuer's).
     A race on either key loses to the unique constraints and resolves like steps 1-2.
     """
     fingerprint = spec.fingerprint()
@@ -109,6 +126,7 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
                 params=params,
                 source_asset=source,
                 total_outputs=spec.count,
+                credits_per_output=estimate.credits_per_output,
                 idempotency_key=idempotency_key,
                 request_fingerprint=fingerprint,
                 subject_key=spec.subject_key,
@@ -117,6 +135,7 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
             JobReference.objects.bulk_create(
                 JobReference(job=job, asset=asset, weight=weight) for asset, weight in references
             )
+            credits_hold(team_id=team.id, job_id=job.id, amount=estimate.credits, actor=user)
             job_dispatch_on_commit(job.id)
     except IntegrityError:
         existing = _existing_job(team=team, spec=spec, idempotency_key=idempotency_key, fingerprint=fingerprint)

@@ -1,0 +1,97 @@
+"""Accounts and their ledger, read-only, with a "grant credits" action that asks for a memo."""
+
+from __future__ import annotations
+
+import uuid
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from credits.models import CreditAccount, LedgerEntry
+from credits.services import credits_grant
+
+
+class GrantForm(forms.Form):
+    amount = forms.IntegerField(min_value=1, max_value=1_000_000)
+    memo = forms.CharField(max_length=500, help_text="Why: shown in the team's ledger.")
+
+
+@admin.register(CreditAccount)
+class CreditAccountAdmin(admin.ModelAdmin):
+    list_display = ["team", "available", "held", "updated_at"]
+    search_fields = ["team__name"]
+    readonly_fields = ["team", "available", "held", "updated_at"]
+    actions = ["grant_credits"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.action(description="Grant credits to the selected teams")
+    def grant_credits(self, request: HttpRequest, queryset: QuerySet[CreditAccount]) -> HttpResponse | None:
+        form = GrantForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            # The form's token makes a resubmitted page a no-op instead of a second grant.
+            token = request.POST.get("grant_token") or uuid.uuid4().hex
+            for account in queryset.select_related("team"):
+                credits_grant(
+                    team=account.team,
+                    amount=form.cleaned_data["amount"],
+                    idempotency_key=f"admin-grant:{token}:{account.team_id}",
+                    actor=request.user,  # type: ignore[arg-type]
+                    memo=form.cleaned_data["memo"],
+                )
+            self.message_user(
+                request,
+                f"Granted {form.cleaned_data['amount']} credits to {queryset.count()} team(s).",
+                messages.SUCCESS,
+            )
+            return None
+        return TemplateResponse(
+            request,
+            "admin/credits/grant.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Grant credits",
+                "form": form,
+                "accounts": queryset,
+                "grant_token": uuid.uuid4().hex,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            },
+        )
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "account",
+        "kind",
+        "available_delta",
+        "held_delta",
+        "job",
+        "output_index",
+        "available_after",
+        "held_after",
+        "actor_label",
+        "memo",
+    ]
+    list_filter = ["kind"]
+    search_fields = ["idempotency_key", "account__team__name", "memo"]
+    list_select_related = ["account__team"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -1,0 +1,64 @@
+"""GET /api/v1/credits: the team's balances and its ledger, newest first."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import request_team
+from credits.models import CreditAccount, LedgerEntry
+from credits.pricing import price_table
+
+
+class LedgerEntrySerializer(serializers.ModelSerializer):
+    job_id = serializers.UUIDField(read_only=True, allow_null=True)
+    output_index = serializers.SerializerMethodField()
+    actor = serializers.CharField(source="actor_label", read_only=True)
+
+    class Meta:
+        model = LedgerEntry
+        fields = [
+            "id", "kind", "available_delta", "held_delta", "available_after", "held_after",
+            "job_id", "output_index", "actor", "memo", "created_at",
+        ]  # fmt: skip
+
+    def get_output_index(self, entry: LedgerEntry) -> int | None:
+        return None if entry.output_index is None else entry.output_index + 1  # 1-based, like the API's outputs
+
+
+class CreditsView(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "Credits",
+            {
+                "available": serializers.IntegerField(),
+                "held": serializers.IntegerField(),
+                "count": serializers.IntegerField(),
+                "next": serializers.URLField(allow_null=True),
+                "previous": serializers.URLField(allow_null=True),
+                "entries": LedgerEntrySerializer(many=True),
+                "prices": serializers.ListField(child=serializers.DictField()),
+            },
+        ),
+        summary="The team's credit balances and ledger",
+    )
+    def get(self, request: Request) -> Response:
+        team = request_team(request)
+        account, _ = CreditAccount.objects.get_or_create(team=team)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(account.entries.order_by("-id"), request, view=self)
+        return Response(
+            {
+                "available": account.available,
+                "held": account.held,
+                "count": paginator.count,
+                "next": paginator.get_next_link(),
+                "previous": paginator.get_previous_link(),
+                "entries": LedgerEntrySerializer(page, many=True).data,
+                "prices": price_table(),
+            }
+        )
