@@ -73,7 +73,15 @@ class ManagedProcess:
             assert self.process is not None and self.process.poll() is None, f"{self.name} exited:\n{self.log()}"
             return text in self.log()
 
-        wait_until(ready, timeout=timeout, interval=0.1, message=f"{self.name} to log {text!r}")
+        self.wait_ready(ready, timeout=timeout, message=f"{self.name} to log {text!r}")
+
+    def wait_ready(self, condition: Callable[[], object], *, timeout: float, message: str) -> None:
+        """Wait for `condition`; a process that never gets ready is stopped, not left behind."""
+        try:
+            wait_until(condition, timeout=timeout, interval=0.1, message=message)
+        except BaseException:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handler runs, as when a machine or container dies."""
@@ -128,11 +136,11 @@ def start_web(env: dict[str, str], log_dir: Path) -> tuple[ManagedProcess, str]:
 
     def healthy() -> bool:
         try:
-            return requests.get(f"{base_url}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(f"{base_url}/healthz", timeout=5).status_code == 200
+        except requests.RequestException:  # not listening yet, or still booting
             return False
 
-    wait_until(healthy, timeout=30, interval=0.1, message="web to answer /healthz")
+    web.wait_ready(healthy, timeout=60, message="web to answer /healthz")
     return web, base_url
 
 

@@ -21,10 +21,13 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 def test_submit_during_a_broker_outage_is_accepted_and_runs_after_the_broker_is_back(alice, log_dir, capsys):
     redis, port = start_redis(log_dir)
     env = child_environment(CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0", LOCAL_PROVIDER_LATENCY_MS="100")
-    web, base_url = start_web(env, log_dir)
-    worker = start_worker(env, log_dir)
-    beat = start_beat(env, log_dir)
+    processes = [redis]
     try:
+        web, base_url = start_web(env, log_dir)
+        processes.append(web)
+        worker = start_worker(env, log_dir)
+        processes.append(worker)
+        processes.append(start_beat(env, log_dir))
         redis.stop()
         started = time.monotonic()
         response = requests.post(
@@ -40,10 +43,11 @@ def test_submit_during_a_broker_outage_is_accepted_and_runs_after_the_broker_is_
         assert GenerationJob.objects.get(id=job_id).status == "queued"
 
         redis, _ = start_redis(log_dir, port=port)  # the broker comes back; nobody re-submits
+        processes.append(redis)
         job = wait_for_finish(job_id, timeout=60)
         assert job.status == "succeeded"
         assert job.completed_outputs == 2
         assert "Could not publish job" in web.log()
     finally:
-        for process in (beat, worker, web, redis):
+        for process in reversed(processes):
             process.stop()

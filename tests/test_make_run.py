@@ -68,6 +68,8 @@ def test_make_run_from_a_fresh_clone_serves_the_api_and_runs_a_job(tmp_path: Pat
         image = requests.get(job["outputs"][0]["url"], headers=headers, timeout=5)
         assert image.content.startswith(b"\x89PNG")
         assert (clone / "var" / "atelier.sqlite3").exists()  # the embedded database, not PostgreSQL
+        credits = requests.get(f"{base_url}/api/v1/credits", headers=headers, timeout=5).json()
+        assert (credits["available"], credits["held"]) == (498, 0)  # the demo's 500, minus two images
         with capsys.disabled():
             print(f"\n[figure] make run from a fresh clone: serving after {ready_seconds:.0f}s (install included)")
     finally:

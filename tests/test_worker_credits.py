@@ -27,10 +27,11 @@ def stack(make_stack):
     return make_stack(LOCAL_PROVIDER_LATENCY_MS="50")
 
 
-def test_200_concurrent_submits_accept_exactly_what_the_balance_covers(stack, log_dir, capsys):
+def test_200_concurrent_submits_accept_exactly_what_the_balance_covers(stack, log_dir, capsys, request):
     user = UserFactory(email="rush@example.com")
     person = _person(user, user.personal_team, credits=AFFORDABLE)  # one-image jobs cost 1 credit each
     web, base_url = start_web(stack.env, log_dir)
+    request.addfinalizer(web.stop)
     lowest_seen = [AFFORDABLE]
     stop_sampling = threading.Event()
 
