@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 
 from accounts.models import ApiKey, Membership, Team, User
@@ -28,6 +29,23 @@ def user_create(*, email: str, password: str | None, display_name: str = "") -> 
     team = Team.objects.create(name=f"{display_name or email.split('@')[0]}'s team", personal_owner=user)
     Membership.objects.create(team=team, user=user, role=Membership.Role.OWNER)
     CreditAccount.objects.create(team=team)
+    return user
+
+
+@transaction.atomic
+def user_signup(*, email: str, password: str) -> User:
+    """A new person: their user, their personal team, and the welcome credits of SIGNUP_CREDITS."""
+    from credits.services import credits_grant
+
+    user = user_create(email=email, password=password)
+    if settings.SIGNUP_CREDITS:
+        credits_grant(
+            team=user.personal_team,
+            amount=settings.SIGNUP_CREDITS,
+            idempotency_key=f"signup:{user.id}",
+            actor=None,
+            memo="Welcome credits",
+        )
     return user
 
 

@@ -6,5 +6,6 @@ from accounts import views
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("signup/", views.signup, name="signup"),
     path("team/", views.team_switch, name="team-switch"),
 ]

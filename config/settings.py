@@ -74,6 +74,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "generation.pages.context.page_context",
             ],
         },
     },
@@ -269,6 +270,8 @@ LOCAL_PROVIDER_LATENCY_MS = env_int("LOCAL_PROVIDER_LATENCY_MS", 1500, minimum=0
 LOCAL_PROVIDER_TRANSIENT_FAILURE_RATE = env_float(
     "LOCAL_PROVIDER_TRANSIENT_FAILURE_RATE", 0.0, minimum=0.0, maximum=1.0
 )
+# Credits every new sign-up's personal team starts with.
+SIGNUP_CREDITS = env_int("SIGNUP_CREDITS", 100, minimum=0)
 # Demos and tests: refuse every output from this image number (1-based) on; 0 is off.
 LOCAL_PROVIDER_REFUSE_FROM_IMAGE = env_int("LOCAL_PROVIDER_REFUSE_FROM_IMAGE", 0, minimum=0)
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")

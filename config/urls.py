@@ -5,7 +5,6 @@ from rest_framework.permissions import AllowAny
 
 from config.api_errors import json_not_found, json_server_error
 from credits.views import credits_page
-from generation import views as pages
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -17,10 +16,8 @@ urlpatterns = [
         name="api-docs",
     ),
     path("accounts/", include("accounts.urls")),
-    path("", pages.home, name="home"),
-    path("jobs/<uuid:job_id>/", pages.job_page, name="job-page"),
     path("credits/", credits_page, name="credits-page"),
-    path("healthz", pages.healthz, name="healthz"),
+    path("", include("generation.pages.urls")),
 ]
 
 

@@ -184,11 +184,16 @@ class GenerationJob(models.Model):
 
 
 class JobReference(models.Model):
-    """A reference image of a job and how strongly it should steer the result."""
+    """A reference image (or the sketch) of a job and how strongly it should steer the result."""
+
+    class Role(models.TextChoices):
+        REFERENCE = "reference", "Reference"
+        SKETCH = "sketch", "Sketch"
 
     job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="reference_links")
     asset = models.ForeignKey(InputAsset, on_delete=models.PROTECT, related_name="reference_links")
     weight = models.FloatField(default=0.5)
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.REFERENCE)
 
     class Meta:
         constraints = [

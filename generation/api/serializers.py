@@ -7,7 +7,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from credits.services import job_credits_from_entries
-from generation.models import GeneratedOutput, GenerationJob, InputAsset, Look, StudioTab
+from generation.models import GeneratedOutput, GenerationJob, InputAsset, JobReference, Look, StudioTab
 from generation.prompts import QUALITY_HINTS, STYLE_PRESETS
 from generation.providers.registry import provider_names
 from generation.services.submit import JobSpec, ReferenceSpec
@@ -48,6 +48,7 @@ class InputsSerializer(StrictSerializer):
     source_asset_id = serializers.UUIDField(required=False, allow_null=True)
     # many=True makes a ListSerializer, which takes max_length; the stubs check the child's kwargs.
     references = ReferenceInputSerializer(many=True, required=False, max_length=4)  # type: ignore[call-arg]
+    sketch = ReferenceInputSerializer(required=False, allow_null=True)
 
 
 class JobCreateSerializer(StrictSerializer):
@@ -82,6 +83,11 @@ class JobCreateSerializer(StrictSerializer):
             source_asset_id=inputs.get("source_asset_id"),
             references=tuple(
                 ReferenceSpec(asset_id=ref["asset_id"], weight=ref["weight"]) for ref in inputs.get("references", [])
+            )
+            + (
+                (ReferenceSpec(asset_id=sketch["asset_id"], weight=sketch["weight"], role="sketch"),)
+                if (sketch := inputs.get("sketch"))
+                else ()
             ),
             subject_key=data["subject_key"],
             tab_id=data.get("tab"),
@@ -166,16 +172,20 @@ class JobSerializer(serializers.ModelSerializer):
     def get_inputs(self, job: GenerationJob) -> dict:
         request = self.context.get("request")
         source = job.source_asset
+
+        def described(link: JobReference) -> dict:
+            return {
+                "asset_id": str(link.asset_id),
+                "url": _absolute(request, reverse("api:asset-content", kwargs={"asset_id": link.asset_id})),
+                "weight": link.weight,
+            }
+
+        links = list(job.reference_links.all())
+        sketch = next((link for link in links if link.role == JobReference.Role.SKETCH), None)
         return {
             "source": AssetSerializer(source, context=self.context).data if source else None,
-            "references": [
-                {
-                    "asset_id": str(link.asset_id),
-                    "url": _absolute(request, reverse("api:asset-content", kwargs={"asset_id": link.asset_id})),
-                    "weight": link.weight,
-                }
-                for link in job.reference_links.all()
-            ],
+            "references": [described(link) for link in links if link.role == JobReference.Role.REFERENCE],
+            "sketch": described(sketch) if sketch else None,
         }
 
     def get_credits(self, job: GenerationJob) -> dict[str, int]:

@@ -141,7 +141,8 @@ def _job_retry_create(*, job: GenerationJob, user: User | None) -> tuple[Generat
             dispatched_at=timezone.now(),
         )
         JobReference.objects.bulk_create(
-            JobReference(job=retry, asset_id=link.asset_id, weight=link.weight) for link in job.reference_links.all()
+            JobReference(job=retry, asset_id=link.asset_id, weight=link.weight, role=link.role)
+            for link in job.reference_links.all()
         )
         # Only the images still to make are held; the carried ones were paid by the original.
         credits_hold(

@@ -25,6 +25,7 @@ from generation.services.dispatch import job_dispatch_on_commit
 class ReferenceSpec:
     asset_id: UUID
     weight: float = 0.5
+    role: str = JobReference.Role.REFERENCE
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
                 dispatched_at=timezone.now(),
             )
             JobReference.objects.bulk_create(
-                JobReference(job=job, asset=asset, weight=weight) for asset, weight in references
+                JobReference(job=job, asset=asset, weight=ref.weight, role=ref.role) for asset, ref in references
             )
             credits_hold(team_id=team.id, job_id=job.id, amount=estimate.credits, actor=user)
             job_dispatch_on_commit(job.id)
@@ -160,7 +161,7 @@ def _existing_job(*, team: Team, spec: JobSpec, idempotency_key: str, fingerprin
     return None
 
 
-def _resolve_inputs(*, team: Team, spec: JobSpec) -> tuple[InputAsset | None, list[tuple[InputAsset, float]]]:
+def _resolve_inputs(*, team: Team, spec: JobSpec) -> tuple[InputAsset | None, list[tuple[InputAsset, ReferenceSpec]]]:
     wanted = {ref.asset_id for ref in spec.references}
     if spec.source_asset_id:
         wanted.add(spec.source_asset_id)
@@ -177,9 +178,14 @@ def _resolve_inputs(*, team: Team, spec: JobSpec) -> tuple[InputAsset | None, li
     for position, ref in enumerate(spec.references):
         asset = assets.get(ref.asset_id)
         if asset is None:
-            errors[f"inputs.references.{position}.asset_id"] = ["No uploaded image with this id."]
+            path = (
+                "inputs.sketch.asset_id"
+                if ref.role == JobReference.Role.SKETCH
+                else f"inputs.references.{position}.asset_id"
+            )
+            errors[path] = ["No uploaded image with this id."]
         else:
-            references.append((asset, ref.weight))
+            references.append((asset, ref))
     if errors:
         raise ValidationFailed(errors)
     return source, references

@@ -1,0 +1,226 @@
+"""The studio: tabs, the generation form, the live progress panel. Plain HTML forms that htmx
+enhances (the estimate refreshes as you type, the progress panel polls while a job runs)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import condition, require_GET, require_POST
+
+from config.errors import ServiceError
+from credits.services import InsufficientCredits
+from generation.api.serializers import ASPECT_RATIOS
+from generation.models import GenerationJob, StudioTab
+from generation.pages.context import page_team, page_user
+from generation.pages.studio_form import REFERENCE_SLOTS, FormResult, draft_from_post, form_values
+from generation.prompts import QUALITY_HINTS, STYLE_PRESETS
+from generation.providers.registry import get_provider, provider_names
+from generation.services.studio import job_mark_seen, tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
+from generation.services.submit import job_estimate, job_submit
+
+POLL_SECONDS = 1
+
+
+def _tab(request: HttpRequest, tab_id: int) -> StudioTab:
+    # Another person's (or another team's) tab is "not found".
+    return get_object_or_404(StudioTab, id=tab_id, user=page_user(request), team=page_team(request))
+
+
+def _tabs(request: HttpRequest) -> list[StudioTab]:
+    return list(StudioTab.objects.filter(user=page_user(request), team=page_team(request)).order_by("position", "id"))
+
+
+def form_choices() -> dict:
+    providers = [(name, get_provider(name)) for name in provider_names()]
+    return {
+        "providers": [(name, provider.models) for name, provider in providers],
+        "styles": sorted(STYLE_PRESETS),
+        "qualities": list(QUALITY_HINTS),
+        "aspect_ratios": ASPECT_RATIOS,
+        "kinds": [("image", "Image"), ("edit", "Edit an image")],
+        "counts": range(1, settings.GENERATION_MAX_OUTPUTS + 1),
+        "reference_slots": range(1, REFERENCE_SLOTS + 1),
+    }
+
+
+def progress_context(request: HttpRequest, job: GenerationJob | None, tab: StudioTab | None = None) -> dict:
+    outputs = list(job.outputs.order_by("index")) if job is not None else []
+    return {
+        "job": job,
+        "tab": tab,
+        "outputs": outputs,
+        # Placeholders for the images still to come, while the job can still make them.
+        "pending": range(job.total_outputs - len(outputs)) if job is not None and job.is_active else range(0),
+        "percent": round(100 * job.completed_outputs / job.total_outputs) if job else 0,
+        "poll_seconds": POLL_SECONDS,
+        "queue_position": job.queue_position() if job is not None else None,
+    }
+
+
+def _render_tab(
+    request: HttpRequest, tab: StudioTab, form: FormResult | None = None, status: int = 200, **extra: object
+) -> HttpResponse:
+    draft = form.draft if form is not None else tab.draft
+    job = tab_current_job(tab)
+    context = {
+        "tabs": _tabs(request),
+        "tab": tab,
+        "values": form_values(draft),
+        "errors": form.errors if form is not None else {},
+        **form_choices(),
+        **progress_context(request, job, tab),
+        **extra,
+    }
+    return render(request, "studio/studio.html", context, status=status)
+
+
+@login_required
+@require_GET
+def studio(request: HttpRequest) -> HttpResponse:
+    tabs = _tabs(request)
+    tab = tabs[0] if tabs else tab_create(user=page_user(request), team=page_team(request))
+    return redirect("studio-tab", tab_id=tab.id)
+
+
+@login_required
+@require_GET
+def tab_page(request: HttpRequest, tab_id: int) -> HttpResponse:
+    return _render_tab(request, _tab(request, tab_id))
+
+
+@login_required
+@require_POST
+def tab_new(request: HttpRequest) -> HttpResponse:
+    tab = tab_create(user=page_user(request), team=page_team(request), title=request.POST.get("title", ""))
+    return redirect("studio-tab", tab_id=tab.id)
+
+
+@login_required
+@require_POST
+def tab_rename_view(request: HttpRequest, tab_id: int) -> HttpResponse:
+    tab = tab_rename(tab=_tab(request, tab_id), title=request.POST.get("title", ""))
+    return redirect("studio-tab", tab_id=tab.id)
+
+
+@login_required
+@require_POST
+def tab_close_view(request: HttpRequest, tab_id: int) -> HttpResponse:
+    tab_close(tab=_tab(request, tab_id))
+    return redirect("studio")
+
+
+@login_required
+@require_POST
+def tab_estimate(request: HttpRequest, tab_id: int) -> HttpResponse:
+    """The cost and optimized prompt of the form as it stands; also saves the draft (files aside)."""
+    tab = _tab(request, tab_id)
+    form = draft_from_post(post=request.POST, files={}, team=page_team(request), user=page_user(request))  # type: ignore[arg-type]
+    tab_save_draft(tab=tab, draft=form.draft)
+    estimate = None
+    if form.spec is not None:
+        try:
+            estimate = job_estimate(spec=form.spec)
+        except ServiceError as error:
+            form.errors = {key.split(".")[-1]: value for key, value in error.details.items()}
+    if request.htmx:  # type: ignore[attr-defined]
+        return render(request, "studio/partials/estimate.html", {"estimate": estimate, "errors": form.errors})
+    return _render_tab(request, tab, form, estimate=estimate)
+
+
+@login_required
+@require_POST
+def tab_generate(request: HttpRequest, tab_id: int) -> HttpResponse:
+    tab = _tab(request, tab_id)
+    team, user = page_team(request), page_user(request)
+    post = request.POST.copy()
+    post["tab"] = str(tab.id)
+    form = draft_from_post(post=post, files=request.FILES, team=team, user=user)
+    form.draft.pop("tab", None)
+    tab_save_draft(tab=tab, draft=form.draft)
+    if form.spec is None:
+        return _render_tab(request, tab, form, status=400)
+    try:
+        job_submit(team=team, user=user, spec=form.spec)
+    except InsufficientCredits as error:
+        shortfall = {**error.details, "short": error.details["required"] - error.details["available"]}
+        return _render_tab(request, tab, form, status=402, shortfall=shortfall)
+    except ServiceError as error:
+        form.errors = {key.split(".")[-1]: value for key, value in error.details.items()} or {"prompt": [error.message]}
+        return _render_tab(request, tab, form, status=400)
+    return redirect("studio-tab", tab_id=tab.id)
+
+
+def _progress_etag(request: HttpRequest, tab_id: int) -> str | None:
+    """What the panel shows, in one small query: a poll that finds nothing new gets a 304."""
+    if not request.user.is_authenticated:
+        return None
+    row = (
+        GenerationJob.objects.filter(tab_id=tab_id, tab__user=request.user)
+        .order_by("-created_at")
+        .values_list("id", "status", "completed_outputs", "cancel_requested", "created_at")
+        .first()
+    )
+    position = ""
+    if row is not None and row[1] == GenerationJob.Status.QUEUED:
+        position = str(GenerationJob.objects.filter(status="queued", created_at__lt=row[4]).count())
+    return hashlib.sha256(f"{row}|{position}".encode()).hexdigest()[:32]
+
+
+@login_required
+@require_GET
+@condition(etag_func=_progress_etag)
+def tab_progress(request: HttpRequest, tab_id: int) -> HttpResponse:
+    tab = _tab(request, tab_id)
+    job = tab_current_job(tab)
+    if job is not None:
+        # The poll showed the job finishing in front of the person: no "while you were away" for it.
+        job_mark_seen(job=job, user=page_user(request))
+    response = render(request, "studio/partials/progress.html", progress_context(request, job, tab))
+    response["Cache-Control"] = "no-cache"  # revalidate every poll; the ETag makes it a 304 when unchanged
+    return response
+
+
+@login_required
+@require_POST
+def job_cancel_view(request: HttpRequest, job_id: str) -> HttpResponse:
+    from generation.services.lifecycle import job_cancel
+
+    job = get_object_or_404(GenerationJob, id=job_id, team=page_team(request))
+    try:
+        job_cancel(job=job)
+    except ServiceError as error:
+        messages.warning(request, error.message)
+    return _back(request, job)
+
+
+@login_required
+@require_POST
+def job_retry_view(request: HttpRequest, job_id: str) -> HttpResponse:
+    from generation.services.lifecycle import job_retry
+
+    job = get_object_or_404(GenerationJob, id=job_id, team=page_team(request))
+    try:
+        retry, _ = job_retry(job=job, user=page_user(request))
+    except InsufficientCredits as error:
+        messages.error(
+            request,
+            f"Retrying needs {error.details['required']} credits; the team has {error.details['available']}.",
+        )
+        return _back(request, job)
+    except ServiceError as error:
+        messages.warning(request, error.message)
+        return _back(request, job)
+    return _back(request, retry)
+
+
+def _back(request: HttpRequest, job: GenerationJob) -> HttpResponse:
+    """To the job's tab when it has one of this person's, else to the job's page."""
+    if job.tab_id and StudioTab.objects.filter(id=job.tab_id, user=page_user(request)).exists():
+        return redirect("studio-tab", tab_id=job.tab_id)
+    return redirect(reverse("job-page", kwargs={"job_id": job.id}))

@@ -1,0 +1,112 @@
+"""The studio form. Its draft is the API's job body, so the page and the API validate alike
+(with `JobCreateSerializer`) and a draft can be submitted as it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.core.files.uploadedfile import UploadedFile
+from django.http import QueryDict
+from django.utils.datastructures import MultiValueDict
+
+from accounts.models import Team, User
+from config.api_errors import flatten_field_errors
+from config.errors import ValidationFailed
+from generation.api.serializers import JobCreateSerializer
+from generation.services.assets import asset_upload
+from generation.services.submit import JobSpec
+
+PARAM_FIELDS = ("style", "quality", "aspect_ratio", "seed", "guidance_scale", "steps", "strength", "negative_prompt")
+REFERENCE_SLOTS = 3  # reference images on the form, each with its influence weight
+TOP_FIELDS = ("prompt", "kind", "provider", "model", "count")
+
+
+@dataclass
+class FormResult:
+    draft: dict
+    errors: dict[str, list[str]] = field(default_factory=dict)  # form field name -> messages
+    spec: JobSpec | None = None
+
+
+def draft_from_post(*, post: QueryDict, files: MultiValueDict, team: Team, user: User) -> FormResult:
+    """1. Read the fields into the API's body shape, leaving out empty optional values.
+    2. Upload new images (source, references, sketch), keeping earlier uploads named in hidden fields.
+    3. Validate with the API's serializer; map its field paths back to the form's field names.
+    """
+    draft: dict = {name: post.get(name, "").strip() for name in TOP_FIELDS if post.get(name, "").strip()}
+    params = {name: post.get(name, "").strip() for name in PARAM_FIELDS if post.get(name, "").strip()}
+    if params:
+        draft["params"] = params
+    errors: dict[str, list[str]] = {}
+
+    def upload(field_name: str) -> str | None:
+        new_file: UploadedFile | None = files.get(field_name)
+        if new_file is not None:
+            try:
+                return str(asset_upload(team=team, user=user, upload=new_file).id)
+            except ValidationFailed as error:
+                errors[field_name] = error.details.get("file", [error.message])
+                return None
+        return post.get(f"{field_name}_asset", "").strip() or None
+
+    inputs: dict = {}
+    source = upload("source_image")
+    if source:
+        inputs["source_asset_id"] = source
+    references = []
+    for slot in range(1, REFERENCE_SLOTS + 1):
+        asset_id = upload(f"reference_{slot}")
+        if asset_id:
+            references.append({"asset_id": asset_id, "weight": post.get(f"reference_{slot}_weight", "0.5") or "0.5"})
+    if references:
+        inputs["references"] = references
+    sketch = upload("sketch_image")
+    if sketch:
+        inputs["sketch"] = {"asset_id": sketch, "weight": post.get("sketch_image_weight", "0.8") or "0.8"}
+    if inputs:
+        draft["inputs"] = inputs
+    if post.get("tab"):
+        draft["tab"] = post["tab"]
+    result = FormResult(draft=draft, errors=errors)
+    if errors:
+        return result
+    serializer = JobCreateSerializer(data=draft)
+    if not serializer.is_valid():
+        result.errors = form_errors(flatten_field_errors(serializer.errors), draft)
+        return result
+    result.spec = serializer.to_spec()
+    return result
+
+
+def form_errors(api_errors: dict[str, list[str]], draft: dict) -> dict[str, list[str]]:
+    """`params.seed` -> `seed`; `inputs.references.1.weight` -> `reference_2`; the source -> `source_image`."""
+    named: dict[str, list[str]] = {}
+    for path, messages in api_errors.items():
+        parts = path.split(".")
+        if parts[0] == "params" and len(parts) > 1:
+            name = parts[1]
+        elif parts[:2] == ["inputs", "source_asset_id"]:
+            name = "source_image"
+        elif parts[:2] == ["inputs", "references"] and len(parts) > 2 and parts[2].isdigit():
+            name = f"reference_{int(parts[2]) + 1}"
+        elif parts[:2] == ["inputs", "sketch"]:
+            name = "sketch_image"
+        else:
+            name = parts[0]
+        named.setdefault(name, []).extend(messages)
+    return named
+
+
+def form_values(draft: dict) -> dict:
+    """The draft flattened back to the form's field names, for rendering."""
+    values = {name: draft.get(name, "") for name in TOP_FIELDS}
+    values.update({name: draft.get("params", {}).get(name, "") for name in PARAM_FIELDS})
+    inputs = draft.get("inputs", {})
+    values["source_image_asset"] = inputs.get("source_asset_id", "")
+    for slot, reference in enumerate(inputs.get("references", [])[:REFERENCE_SLOTS], start=1):
+        values[f"reference_{slot}_asset"] = reference.get("asset_id", "")
+        values[f"reference_{slot}_weight"] = reference.get("weight", 0.5)
+    sketch = inputs.get("sketch") or {}
+    values["sketch_image_asset"] = sketch.get("asset_id", "")
+    values["sketch_image_weight"] = sketch.get("weight", 0.8)
+    return values

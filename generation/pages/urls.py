@@ -1,0 +1,25 @@
+from django.urls import path
+
+from generation.pages import library, studio
+
+urlpatterns = [
+    path("", library.home, name="home"),
+    path("studio/", studio.studio, name="studio"),
+    path("studio/new/", studio.tab_new, name="studio-new"),
+    path("studio/<int:tab_id>/", studio.tab_page, name="studio-tab"),
+    path("studio/<int:tab_id>/rename/", studio.tab_rename_view, name="studio-rename"),
+    path("studio/<int:tab_id>/close/", studio.tab_close_view, name="studio-close"),
+    path("studio/<int:tab_id>/estimate/", studio.tab_estimate, name="studio-estimate"),
+    path("studio/<int:tab_id>/generate/", studio.tab_generate, name="studio-generate"),
+    path("studio/<int:tab_id>/progress/", studio.tab_progress, name="studio-progress"),
+    path("jobs/", library.job_list, name="job-list"),
+    path("jobs/<uuid:job_id>/", library.job_page, name="job-page"),
+    path("jobs/<uuid:job_id>/progress/", library.job_progress, name="job-progress"),
+    path("jobs/<uuid:job_id>/cancel/", studio.job_cancel_view, name="job-cancel"),
+    path("jobs/<uuid:job_id>/retry/", studio.job_retry_view, name="job-retry"),
+    path("collection/", library.collection, name="collection"),
+    path("collection/<uuid:look_id>/", library.look_page, name="look-page"),
+    path("collection/<uuid:look_id>/delete/", library.look_delete, name="look-delete"),
+    path("collection/<uuid:look_id>/remix/", library.look_remix, name="look-remix"),
+    path("healthz", library.healthz, name="healthz"),
+]

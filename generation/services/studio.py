@@ -1,0 +1,80 @@
+"""Studio tabs: each holds its own draft settings and its current job, server-side per user."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from accounts.models import Team, User
+from generation.models import GenerationJob, Look, StudioTab
+
+TITLE_MAX = 80
+
+
+def tab_create(*, user: User, team: Team, title: str = "", draft: dict | None = None) -> StudioTab:
+    with transaction.atomic():
+        tabs = StudioTab.objects.select_for_update().filter(user=user, team=team)
+        last = tabs.aggregate(last=Max("position"))["last"]
+        position = 0 if last is None else last + 1
+        count = tabs.count()
+        return StudioTab.objects.create(
+            user=user,
+            team=team,
+            title=(title.strip() or f"Design {count + 1}")[:TITLE_MAX],
+            position=position,
+            draft=draft or {},
+        )
+
+
+def tab_rename(*, tab: StudioTab, title: str) -> StudioTab:
+    tab.title = title.strip()[:TITLE_MAX] or tab.title
+    tab.save(update_fields=["title", "updated_at"])
+    return tab
+
+
+def tab_close(*, tab: StudioTab) -> None:
+    """Closing a tab never stops its job: the job stays in the history and the collection."""
+    tab.delete()
+
+
+def tab_save_draft(*, tab: StudioTab, draft: dict) -> None:
+    StudioTab.objects.filter(id=tab.id).update(draft=draft, updated_at=timezone.now())
+    tab.draft = draft
+
+
+def tab_current_job(tab: StudioTab) -> GenerationJob | None:
+    return GenerationJob.objects.filter(tab=tab).order_by("-created_at").first()
+
+
+def tab_remix(*, look: Look, user: User, team: Team) -> StudioTab:
+    """A new tab prefilled with the prompt and settings that made `look` (a new seed is not forced:
+    the person sees the old one and may change it)."""
+    job = look.job
+    params = {key: value for key, value in job.params.items() if value is not None}
+    inputs: dict = {}
+    links = list(job.reference_links.all())
+    references = [{"asset_id": str(link.asset_id), "weight": link.weight} for link in links if link.role == "reference"]
+    if references:
+        inputs["references"] = references
+    sketch = next((link for link in links if link.role == "sketch"), None)
+    if sketch is not None:
+        inputs["sketch"] = {"asset_id": str(sketch.asset_id), "weight": sketch.weight}
+    if job.source_asset_id:
+        inputs["source_asset_id"] = str(job.source_asset_id)
+    draft = {
+        "prompt": job.prompt,
+        "kind": job.kind,
+        "provider": job.provider,
+        "model": job.model,
+        "count": job.total_outputs,
+        "params": params,
+        "inputs": inputs,
+    }
+    return tab_create(user=user, team=team, title=f"Remix: {job.prompt[:40]}", draft=draft)
+
+
+def job_mark_seen(*, job: GenerationJob, user: User) -> None:
+    """The person who started a finished job has seen it; the return notice no longer lists it."""
+    if job.is_finished and job.seen_at is None and job.created_by_id == user.id:
+        GenerationJob.objects.filter(id=job.id, seen_at__isnull=True).update(seen_at=timezone.now())
