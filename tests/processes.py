@@ -43,7 +43,7 @@ def free_port() -> int:
 
 def child_environment(**overrides: str) -> dict[str, str]:
     """The test environment, pointed at the test database pytest-django created."""
-    env = dict(os.environ)
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     db = settings.DATABASES["default"]
     env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{connection.settings_dict['NAME']}"
     env["DJANGO_SETTINGS_MODULE"] = "config.settings"

@@ -39,10 +39,13 @@ def browser() -> Browser:
     # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are plain
     # synchronous code, so Django's async-safety guard is lifted for this process.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]  # only this module's process needs it
 
 
 @pytest.fixture

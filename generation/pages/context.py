@@ -63,7 +63,7 @@ def page_context(request: HttpRequest) -> dict:
     return {
         "team": team,
         "user_teams": SimpleLazyObject(
-            lambda: list(Team.objects.filter(memberships__user=request.user).order_by("name"))
+            lambda: list(Team.objects.filter(memberships__user=page_user(request)).order_by("name"))
         ),
         "credit_account": SimpleLazyObject(balance),
         "activity_notice": SimpleLazyObject(lambda: ActivityNotice(page_user(request), team)),

@@ -8,6 +8,7 @@ import hashlib
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -33,7 +34,13 @@ def _tab(request: HttpRequest, tab_id: int) -> StudioTab:
 
 
 def _tabs(request: HttpRequest) -> list[StudioTab]:
-    return list(StudioTab.objects.filter(user=page_user(request), team=page_team(request)).order_by("position", "id"))
+    """The person's tabs, each with the status of its current job (the tab strip marks busy tabs)."""
+    newest_job = GenerationJob.objects.filter(tab=OuterRef("pk")).order_by("-created_at")
+    return list(
+        StudioTab.objects.filter(user=page_user(request), team=page_team(request))
+        .annotate(job_status=Subquery(newest_job.values("status")[:1]))
+        .order_by("position", "id")
+    )
 
 
 def form_choices() -> dict:
