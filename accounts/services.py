@@ -23,10 +23,12 @@ def api_key_hash(raw_key: str) -> str:
 
 
 @transaction.atomic
-def user_create(*, email: str, password: str | None, display_name: str = "") -> User:
+def user_create(*, email: str, password: str | None, display_name: str = "", team_name: str = "") -> User:
     """Create a user together with their personal team, which they own."""
     user = User.objects.create_user(email=email, password=password, display_name=display_name)
-    team = Team.objects.create(name=f"{display_name or email.split('@')[0]}'s team", personal_owner=user)
+    team = Team.objects.create(
+        name=team_name or f"{display_name or email.split('@')[0]}'s team", personal_owner=user
+    )
     Membership.objects.create(team=team, user=user, role=Membership.Role.OWNER)
     CreditAccount.objects.create(team=team)
     return user
@@ -81,13 +83,14 @@ def api_key_create(*, team: Team, created_by: User | None, name: str = "") -> Is
 def account_bootstrap(*, email: str, password: str, team_name: str) -> tuple[User, Team, IssuedApiKey]:
     """Create or reuse a user, a team of that name they own, and issue a fresh API key.
 
-    1. The user is found by email or created (with a personal team); the password is (re)set.
+    1. The user is found by email or created; a new user's personal team gets the team's name,
+       so the named team is the one their browser session starts in.
     2. The team is the user's team of that name, or a new one they own.
     3. A new API key for that team is issued; earlier keys stay valid.
     """
     user = User.objects.filter(email__iexact=email).first()
     if user is None:
-        user = user_create(email=email, password=password)
+        user = user_create(email=email, password=password, team_name=team_name)
     else:
         user.set_password(password)
         user.save(update_fields=["password"])

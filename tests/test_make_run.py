@@ -70,6 +70,20 @@ def test_make_run_from_a_fresh_clone_serves_the_api_and_runs_a_job(tmp_path: Pat
         assert (clone / "var" / "atelier.sqlite3").exists()  # the embedded database, not PostgreSQL
         credits = requests.get(f"{base_url}/api/v1/credits", headers=headers, timeout=5).json()
         assert (credits["available"], credits["held"]) == (498, 0)  # the demo's 500, minus two images
+
+        # The printed login works in a browser session, which starts in the Demo team.
+        browser = requests.Session()
+        login_form = browser.get(f"{base_url}/accounts/login/", timeout=5)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_form.text).group(1)
+        studio = browser.post(
+            f"{base_url}/accounts/login/",
+            data={"username": "demo@atelier.local", "password": "atelier-demo-1", "csrfmiddlewaretoken": token},
+            headers={"Referer": f"{base_url}/accounts/login/"},
+            timeout=10,
+        )
+        assert "/studio/" in studio.url
+        assert "498 credits" in studio.text
+        assert "1 generation finished while you were away (2 images)" in studio.text
         with capsys.disabled():
             print(f"\n[figure] make run from a fresh clone: serving after {ready_seconds:.0f}s (install included)")
     finally:

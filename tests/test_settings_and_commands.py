@@ -11,6 +11,7 @@ from django.core.management import call_command
 
 from accounts.models import ApiKey, Membership, Team, User
 from accounts.services import api_key_hash
+from accounts.teams import team_for_user
 from tests.processes import ROOT
 
 
@@ -66,6 +67,7 @@ def test_bootstrap_creates_user_team_and_prints_a_working_key_last(capsys):
     user = User.objects.get(email="ops@example.com")
     team = Team.objects.get(name="Studio")
     assert Membership.objects.get(user=user, team=team).role == "owner"
+    assert team_for_user(user) == team  # the browser session starts in the bootstrapped team
     stored = ApiKey.objects.get(team=team)
     assert stored.key_hash == api_key_hash(raw_key)
     assert raw_key not in stored.key_hash and stored.prefix in raw_key  # only the hash is kept
