@@ -26,9 +26,7 @@ def api_key_hash(raw_key: str) -> str:
 def user_create(*, email: str, password: str | None, display_name: str = "", team_name: str = "") -> User:
     """Create a user together with their personal team, which they own."""
     user = User.objects.create_user(email=email, password=password, display_name=display_name)
-    team = Team.objects.create(
-        name=team_name or f"{display_name or email.split('@')[0]}'s team", personal_owner=user
-    )
+    team = Team.objects.create(name=team_name or f"{display_name or email.split('@')[0]}'s team", personal_owner=user)
     Membership.objects.create(team=team, user=user, role=Membership.Role.OWNER)
     CreditAccount.objects.create(team=team)
     return user
