@@ -179,6 +179,9 @@ class GenerationJob(models.Model):
         """1 for the next job a worker will take; None once the job is no longer queued."""
         if self.status != self.Status.QUEUED:
             return None
+        annotated = getattr(self, "queued_ahead", None)  # set by selectors.job_queryset_for_team
+        if annotated is not None:
+            return annotated + 1
         ahead = GenerationJob.objects.filter(status=self.Status.QUEUED, created_at__lt=self.created_at).count()
         return ahead + 1
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Case, Count, OuterRef, Prefetch, QuerySet, Subquery, When
+from django.db.models.functions import Coalesce
 
 from accounts.models import Team, User
 from credits.models import LedgerEntry
@@ -10,9 +11,23 @@ from generation.models import ACTIVE_STATUSES, FINISHED_STATUSES, GeneratedOutpu
 
 
 def job_queryset_for_team(team: Team) -> QuerySet[GenerationJob]:
-    """The team's jobs with everything the job representation shows, in a fixed number of queries."""
+    """The team's jobs with everything the job representation shows, in a fixed number of queries
+    (the queue position of queued jobs included, as a subquery rather than a count per job)."""
+    queued_ahead = (
+        GenerationJob.objects.filter(status=GenerationJob.Status.QUEUED, created_at__lt=OuterRef("created_at"))
+        .order_by()
+        .values("status")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
     return (
         GenerationJob.objects.filter(team=team)
+        .annotate(
+            queued_ahead=Case(
+                When(status=GenerationJob.Status.QUEUED, then=Coalesce(Subquery(queued_ahead), 0)),
+                default=None,
+            )
+        )
         .select_related("source_asset")
         .prefetch_related(
             Prefetch("outputs", queryset=GeneratedOutput.objects.order_by("index")),

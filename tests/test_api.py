@@ -6,7 +6,9 @@ import uuid
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.db.models import Q
+from django.test.utils import CaptureQueriesContext
 from django.test import Client
 
 from generation.models import GeneratedOutput, GenerationJob, Look
@@ -128,6 +130,23 @@ def test_subject_key_is_free_again_once_its_job_finished(alice):
     second = submit(alice, subject_key="variant-a")
     assert second.status_code == 202
     assert second.json()["id"] != first["id"]
+
+
+def test_job_list_takes_the_same_queries_for_2_or_12_queued_jobs_and_shows_their_queue_positions(alice):
+    def list_queries() -> tuple[int, list]:
+        with CaptureQueriesContext(connection) as queries:
+            body = alice.client.get(JOBS).json()
+        return len(queries), [job["queue_position"] for job in body["results"]]
+
+    for _ in range(2):
+        submit(alice)
+    few, positions = list_queries()
+    assert positions == [2, 1]
+    for _ in range(10):
+        submit(alice)
+    many, positions = list_queries()
+    assert many == few
+    assert positions == list(range(12, 0, -1))
 
 
 def test_job_list_is_newest_first_and_filters_by_status_and_kind(alice):

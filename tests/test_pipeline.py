@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -14,6 +16,7 @@ from generation.services import pipeline
 from generation.services.pipeline import LeaseLost, RunOutcome, job_claim, job_run
 from generation.services.rescue import jobs_rescue
 from generation.services.submit import JobSpec, job_submit
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -100,6 +103,31 @@ def test_transient_errors_past_the_bound_fail_the_job_with_a_clear_message(alice
     job.refresh_from_db()
     assert job.error_code == "PROVIDER_UNAVAILABLE"
     assert "after 3 tries" in job.error_message
+
+
+def test_a_cancel_during_a_retry_wait_stops_the_job_before_the_next_try(alice, settings):
+    settings.LOCAL_PROVIDER_TRANSIENT_FAILURE_RATE = 1.0
+    settings.JOB_MAX_IMAGE_RETRIES = 50
+    settings.JOB_RETRY_BASE_SECONDS = 0.05
+    settings.JOB_RETRY_MAX_SECONDS = 0.05
+    job = new_job(alice, count=2)
+    outcome: list[RunOutcome] = []
+
+    def run() -> None:
+        try:
+            outcome.append(job_run(job_id=job.id))
+        finally:
+            connection.close()
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    # The provider is down; the person cancels while the job waits to retry image 1.
+    wait_until(lambda: GenerationJob.objects.filter(id=job.id, status="running").exists(), timeout=10)
+    GenerationJob.objects.filter(id=job.id).update(cancel_requested=True)
+    runner.join(timeout=10)
+    assert outcome == [RunOutcome.CANCELED]  # long before its 50 retries would have run out
+    job.refresh_from_db()
+    assert job.status == "canceled" and job.completed_outputs == 0
 
 
 def test_job_time_limit_fails_the_job_between_images(alice, settings):

@@ -51,6 +51,10 @@ class LeaseLost(Exception):
     pass
 
 
+class CancelRequested(Exception):
+    """A cancel arrived while the job waited to retry an image."""
+
+
 def job_claim(*, job_id: UUID | str, token: str) -> bool:
     """Take the job with a conditional UPDATE: queued, or running under an expired lease."""
     now = timezone.now()
@@ -179,6 +183,8 @@ def _run_claimed(job_id: UUID | str, token: str) -> RunOutcome:
                 )
             except LeaseLost:
                 return RunOutcome.LEASE_LOST
+            except CancelRequested:
+                return _finish(job_id, lease_fence, RunOutcome.CANCELED)
             try:
                 _record_output(job, index, result, token)
             except LeaseLost:
@@ -240,7 +246,8 @@ def _record_output(job: GenerationJob, index: int, result: ProviderOutput, token
 
 def _generate_with_retries(provider, request: OutputRequest, lease: LeaseKeeper, job_id) -> ProviderOutput:  # type: ignore[no-untyped-def]
     """Call the provider; on a transient error wait (exponential backoff with full jitter, or the
-    provider's Retry-After) and try again, at most JOB_MAX_IMAGE_RETRIES times."""
+    provider's Retry-After) and try again, at most JOB_MAX_IMAGE_RETRIES times. A cancel that
+    arrives during a wait is honoured before the next try, not after the provider recovers."""
     retries = settings.JOB_MAX_IMAGE_RETRIES
     for attempt in range(retries + 1):
         try:
@@ -262,6 +269,8 @@ def _generate_with_retries(provider, request: OutputRequest, lease: LeaseKeeper,
             lease.sleep(delay)
             if lease.lost.is_set():
                 raise LeaseLost from None
+            if GenerationJob.objects.filter(id=job_id, cancel_requested=True).exists():
+                raise CancelRequested from None
     raise AssertionError("unreachable")
 
 
