@@ -7,7 +7,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from accounts.models import ApiKey, User
+from accounts.models import ApiKey, Membership, User
 from accounts.services import api_key_hash
 
 # Writing last_used_at on every call would turn every read into a write.
@@ -38,6 +38,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         user = api_key.created_by
         if user is None or not user.is_active:
             raise exceptions.AuthenticationFailed("The API key's owner is no longer active.")
+        if not Membership.objects.filter(team_id=api_key.team_id, user=user).exists():
+            # A key acts for its creator in its team: it ends when they leave the team.
+            raise exceptions.AuthenticationFailed("The API key's owner is no longer a member of its team.")
         now = timezone.now()
         if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(id=api_key.id).update(last_used_at=now)

@@ -29,8 +29,11 @@ def signup(request: HttpRequest) -> HttpResponse:
 def team_switch(request: HttpRequest) -> HttpResponse:
     """Make another of the user's teams the session's current team."""
     assert isinstance(request.user, User)  # login_required
-    team_id = request.POST.get("team", "")
-    team = Team.objects.filter(id=team_id, memberships__user=request.user).first() if team_id.isdigit() else None
+    try:
+        team_id = int(request.POST.get("team", ""))
+    except ValueError:
+        team_id = 0
+    team = Team.objects.filter(id=team_id, memberships__user=request.user).first() if 0 < team_id < 2**31 else None
     if team is None:
         raise Http404("No such team.")  # another team's id is not confirmed to exist
     current_team_set(request, team)

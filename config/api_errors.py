@@ -37,8 +37,11 @@ def flatten_field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     flat: dict[str, list[str]] = {}
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = "non_field_errors" if key == "non_field_errors" and not prefix else str(key)
-            flat.update(flatten_field_errors(value, f"{prefix}.{name}" if prefix else name))
+            if key == "non_field_errors" and prefix:
+                # A nested object's own error (not a dictionary, say) belongs to the object's field.
+                flat.update(flatten_field_errors(value, prefix))
+                continue
+            flat.update(flatten_field_errors(value, f"{prefix}.{key}" if prefix else str(key)))
     elif (
         isinstance(detail, list) and detail and all(isinstance(item, (str, exceptions.ErrorDetail)) for item in detail)
     ):

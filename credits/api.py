@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_team
+from config.pagination import BoundedLimitOffsetPagination
 from credits.models import CreditAccount, LedgerEntry
 from credits.pricing import price_table
 
@@ -49,7 +49,7 @@ class CreditsView(APIView):
     def get(self, request: Request) -> Response:
         team = request_team(request)
         account, _ = CreditAccount.objects.get_or_create(team=team)
-        paginator = LimitOffsetPagination()
+        paginator = BoundedLimitOffsetPagination()
         page = paginator.paginate_queryset(account.entries.order_by("-id"), request, view=self)
         return Response(
             {

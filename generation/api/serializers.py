@@ -60,7 +60,7 @@ class JobCreateSerializer(StrictSerializer):
     params = ParamsSerializer(required=False)
     inputs = InputsSerializer(required=False)
     subject_key = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    tab = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    tab = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -97,9 +97,9 @@ class JobCreateSerializer(StrictSerializer):
 class JobListQuerySerializer(StrictSerializer):
     status = serializers.ChoiceField(choices=GenerationJob.Status.choices, required=False)
     kind = serializers.ChoiceField(choices=GenerationJob.Kind.choices, required=False)
-    tab = serializers.IntegerField(required=False, min_value=1)
+    tab = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=100)
-    offset = serializers.IntegerField(required=False, min_value=0)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000_000)
 
 
 class ActivitySeenSerializer(StrictSerializer):

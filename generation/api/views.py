@@ -10,13 +10,13 @@ from django.http import FileResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import request_team
+from config.pagination import BoundedLimitOffsetPagination
 from generation.api.serializers import (
     ActivitySeenSerializer,
     AssetSerializer,
@@ -26,13 +26,14 @@ from generation.api.serializers import (
     JobSerializer,
     LookSerializer,
 )
-from generation.errors import NothingToDownload
+from generation.errors import NothingToDownload, ValidationFailed
 from generation.models import GeneratedOutput, GenerationJob, InputAsset, Look
 from generation.selectors import activity_for_user, job_list_for_team, job_queryset_for_team, look_list_for_team
 from generation.services.assets import asset_upload
 from generation.services.files import SPOOL_BYTES, archive_write, stored_name
 from generation.services.lifecycle import activity_mark_seen, job_cancel, job_retry
 from generation.services.submit import job_estimate, job_submit
+from generation.uploads import oversized_uploads, too_large_message
 
 IDEMPOTENCY_KEY_MAX = 200
 
@@ -64,7 +65,7 @@ class JobListCreateView(APIView):
             kind=query.validated_data.get("kind"),
             tab_id=query.validated_data.get("tab"),
         )
-        paginator = LimitOffsetPagination()
+        paginator = BoundedLimitOffsetPagination()
         page = paginator.paginate_queryset(jobs, request, view=self)
         return paginator.get_paginated_response(JobSerializer(page, many=True, context={"request": request}).data)
 
@@ -201,7 +202,10 @@ class AssetUploadView(APIView):
 
     @extend_schema(request={"multipart/form-data": AssetUploadSerializer}, responses={201: AssetSerializer})
     def post(self, request: Request) -> Response:
-        serializer = AssetUploadSerializer(data=request.data)
+        data = request.data  # parsing runs the upload handlers, which note a too-large file
+        if "file" in oversized_uploads(request._request):
+            raise ValidationFailed({"file": [too_large_message()]})
+        serializer = AssetUploadSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         asset = asset_upload(team=request_team(request), user=request.user, upload=serializer.validated_data["file"])  # type: ignore[arg-type]
         return Response(AssetSerializer(asset, context={"request": request}).data, status=status.HTTP_201_CREATED)
@@ -250,7 +254,7 @@ class ActivitySeenView(APIView):
 class LookListView(APIView):
     @extend_schema(responses=LookSerializer(many=True), summary="The team's collection, newest first")
     def get(self, request: Request) -> Response:
-        paginator = LimitOffsetPagination()
+        paginator = BoundedLimitOffsetPagination()
         page = paginator.paginate_queryset(look_list_for_team(team=request_team(request)), request, view=self)
         return paginator.get_paginated_response(LookSerializer(page, many=True, context={"request": request}).data)
 

@@ -4,6 +4,7 @@ enhances (the estimate refreshes as you type, the progress panel polls while a j
 from __future__ import annotations
 
 import hashlib
+import uuid
 
 from django.conf import settings
 from django.contrib import messages
@@ -17,6 +18,7 @@ from django.views.decorators.http import condition, require_GET, require_POST
 from config.errors import ServiceError
 from credits.services import InsufficientCredits
 from generation.api.serializers import ASPECT_RATIOS
+from generation.errors import IdempotencyConflict
 from generation.models import GenerationJob, StudioTab
 from generation.pages.context import page_team, page_user
 from generation.pages.studio_form import REFERENCE_SLOTS, FormResult, draft_from_post, form_values
@@ -24,6 +26,7 @@ from generation.prompts import QUALITY_HINTS, STYLE_PRESETS
 from generation.providers.registry import get_provider, provider_names
 from generation.services.studio import job_mark_seen, tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
 from generation.services.submit import job_estimate, job_submit
+from generation.uploads import oversized_uploads
 
 POLL_SECONDS = 1
 
@@ -78,6 +81,8 @@ def _render_tab(
     context = {
         "tabs": _tabs(request),
         "tab": tab,
+        # One token per rendered form: submitting it twice (a double click) starts one job.
+        "submit_token": uuid.uuid4().hex,
         "values": form_values(draft),
         "errors": form.errors if form is not None else {},
         **form_choices(),
@@ -147,13 +152,18 @@ def tab_generate(request: HttpRequest, tab_id: int) -> HttpResponse:
     team, user = page_team(request), page_user(request)
     post = request.POST.copy()
     post["tab"] = str(tab.id)
-    form = draft_from_post(post=post, files=request.FILES, team=team, user=user)
+    form = draft_from_post(post=post, files=request.FILES, team=team, user=user, oversized=oversized_uploads(request))
     form.draft.pop("tab", None)
     tab_save_draft(tab=tab, draft=form.draft)
     if form.spec is None:
         return _render_tab(request, tab, form, status=400)
+    token = request.POST.get("submit_token", "")
+    idempotency_key = f"studio:{token}" if len(token) == 32 and token.isalnum() else ""
     try:
-        job_submit(team=team, user=user, spec=form.spec)
+        job_submit(team=team, user=user, spec=form.spec, idempotency_key=idempotency_key)
+    except IdempotencyConflict:
+        messages.warning(request, "This form was already sent and its job started; change it and press Generate again.")
+        return redirect("studio-tab", tab_id=tab.id)
     except InsufficientCredits as error:
         shortfall = {**error.details, "short": error.details["required"] - error.details["available"]}
         return _render_tab(request, tab, form, status=402, shortfall=shortfall)

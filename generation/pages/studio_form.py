@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 from django.core.files.uploadedfile import UploadedFile
@@ -15,6 +16,7 @@ from config.errors import ValidationFailed
 from generation.api.serializers import JobCreateSerializer
 from generation.services.assets import asset_upload
 from generation.services.submit import JobSpec
+from generation.uploads import too_large_message
 
 PARAM_FIELDS = ("style", "quality", "aspect_ratio", "seed", "guidance_scale", "steps", "strength", "negative_prompt")
 REFERENCE_SLOTS = 3  # reference images on the form, each with its influence weight
@@ -28,7 +30,9 @@ class FormResult:
     spec: JobSpec | None = None
 
 
-def draft_from_post(*, post: QueryDict, files: MultiValueDict, team: Team, user: User) -> FormResult:
+def draft_from_post(
+    *, post: QueryDict, files: MultiValueDict, team: Team, user: User, oversized: set[str] | None = None
+) -> FormResult:
     """1. Read the fields into the API's body shape, leaving out empty optional values.
     2. Upload new images (source, references, sketch), keeping earlier uploads named in hidden fields.
     3. Validate with the API's serializer; map its field paths back to the form's field names.
@@ -40,6 +44,9 @@ def draft_from_post(*, post: QueryDict, files: MultiValueDict, team: Team, user:
     errors: dict[str, list[str]] = {}
 
     def upload(field_name: str) -> str | None:
+        if field_name in (oversized or ()):
+            errors[field_name] = [too_large_message()]
+            return None
         new_file: UploadedFile | None = files.get(field_name)
         if new_file is not None:
             try:
@@ -47,7 +54,7 @@ def draft_from_post(*, post: QueryDict, files: MultiValueDict, team: Team, user:
             except ValidationFailed as error:
                 errors[field_name] = error.details.get("file", [error.message])
                 return None
-        return post.get(f"{field_name}_asset", "").strip() or None
+        return _uuid_or_none(post.get(f"{field_name}_asset", ""))
 
     inputs: dict = {}
     source = upload("source_image")
@@ -76,6 +83,14 @@ def draft_from_post(*, post: QueryDict, files: MultiValueDict, team: Team, user:
         return result
     result.spec = serializer.to_spec()
     return result
+
+
+def _uuid_or_none(value: str) -> str | None:
+    """An earlier upload's id from a hidden field; anything that is not an id is dropped."""
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        return None
 
 
 def form_errors(api_errors: dict[str, list[str]], draft: dict) -> dict[str, list[str]]:

@@ -1,17 +1,32 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from generation.pages import library, studio
+
+
+class RowIdConverter:
+    """A row id that fits a 64-bit column: a longer number is a 404, not a database error."""
+
+    regex = "[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+register_converter(RowIdConverter, "rowid")
 
 urlpatterns = [
     path("", library.home, name="home"),
     path("studio/", studio.studio, name="studio"),
     path("studio/new/", studio.tab_new, name="studio-new"),
-    path("studio/<int:tab_id>/", studio.tab_page, name="studio-tab"),
-    path("studio/<int:tab_id>/rename/", studio.tab_rename_view, name="studio-rename"),
-    path("studio/<int:tab_id>/close/", studio.tab_close_view, name="studio-close"),
-    path("studio/<int:tab_id>/estimate/", studio.tab_estimate, name="studio-estimate"),
-    path("studio/<int:tab_id>/generate/", studio.tab_generate, name="studio-generate"),
-    path("studio/<int:tab_id>/progress/", studio.tab_progress, name="studio-progress"),
+    path("studio/<rowid:tab_id>/", studio.tab_page, name="studio-tab"),
+    path("studio/<rowid:tab_id>/rename/", studio.tab_rename_view, name="studio-rename"),
+    path("studio/<rowid:tab_id>/close/", studio.tab_close_view, name="studio-close"),
+    path("studio/<rowid:tab_id>/estimate/", studio.tab_estimate, name="studio-estimate"),
+    path("studio/<rowid:tab_id>/generate/", studio.tab_generate, name="studio-generate"),
+    path("studio/<rowid:tab_id>/progress/", studio.tab_progress, name="studio-progress"),
     path("jobs/", library.job_list, name="job-list"),
     path("jobs/<uuid:job_id>/", library.job_page, name="job-page"),
     path("jobs/<uuid:job_id>/progress/", library.job_progress, name="job-progress"),

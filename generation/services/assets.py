@@ -14,8 +14,15 @@ from PIL import Image, UnidentifiedImageError
 from accounts.models import Team, User
 from generation.errors import ValidationFailed
 from generation.models import InputAsset
+from generation.uploads import too_large_message
 
-ALLOWED_FORMATS = {"PNG": ("image/png", ".png"), "JPEG": ("image/jpeg", ".jpg"), "WEBP": ("image/webp", ".webp")}
+ALLOWED_FORMATS = {
+    "PNG": ("image/png", ".png"),
+    "JPEG": ("image/jpeg", ".jpg"),
+    # Phones save photos as multi-picture JPEGs, which Pillow reports as MPO: still a JPEG file.
+    "MPO": ("image/jpeg", ".jpg"),
+    "WEBP": ("image/webp", ".webp"),
+}
 
 
 def asset_upload(*, team: Team, user: User | None, upload: UploadedFile) -> InputAsset:
@@ -25,7 +32,7 @@ def asset_upload(*, team: Team, user: User | None, upload: UploadedFile) -> Inpu
     4. A full decode (verify) so a truncated or corrupt file is refused.
     """
     if upload.size is None or upload.size > settings.UPLOAD_MAX_BYTES:
-        raise ValidationFailed({"file": [f"The file is larger than {settings.UPLOAD_MAX_BYTES // (1024 * 1024)} MB."]})
+        raise ValidationFailed({"file": [too_large_message()]})
     content = upload.read()
     if not content:
         raise ValidationFailed({"file": ["The file is empty."]})

@@ -93,16 +93,12 @@ def job_retry(*, job: GenerationJob, user: User | None) -> tuple[GenerationJob, 
 
     1. Only a failed or canceled job can be retried.
     2. A retry that is still active or succeeded is returned instead of a second one, so a
-       double click cannot start (and pay for) the same retry twice.
+       double click cannot start (and pay for) the same retry twice. If earlier retries failed
+       too, the newest of them is the one retried, so nothing they delivered is made again.
     3. The delivered images are carried over as outputs of the new job (same files, no cost).
     4. Credits are held for the missing images only (402 when the team is short).
     Returns (job, created).
     """
-    if job.status not in (GenerationJob.Status.FAILED, GenerationJob.Status.CANCELED):
-        raise InvalidJobStatus(
-            f"Only a failed or canceled job can be retried; this one is {job.status}.",
-            details={"status": job.status},
-        )
     try:
         return _job_retry_create(job=job, user=user)
     except IntegrityError:
@@ -115,17 +111,25 @@ def job_retry(*, job: GenerationJob, user: User | None) -> tuple[GenerationJob, 
 
 def _job_retry_create(*, job: GenerationJob, user: User | None) -> tuple[GenerationJob, bool]:
     with transaction.atomic():
-        # Lock the original so two concurrent retries serialize on it.
+        # Lock the job asked for so two concurrent retries of it serialize; its status is read
+        # under that lock, not from the caller's possibly stale copy.
         job = GenerationJob.objects.select_for_update().get(id=job.id)
-        earlier = job.retries.exclude(status__in=[GenerationJob.Status.FAILED, GenerationJob.Status.CANCELED])
-        existing = earlier.order_by("-created_at").first()
-        if existing is not None:
-            return existing, False
+        if job.status not in (GenerationJob.Status.FAILED, GenerationJob.Status.CANCELED):
+            raise InvalidJobStatus(
+                f"Only a failed or canceled job can be retried; this one is {job.status}.",
+                details={"status": job.status},
+            )
+        while (newest := job.retries.order_by("-created_at").first()) is not None:
+            if newest.status not in (GenerationJob.Status.FAILED, GenerationJob.Status.CANCELED):
+                return newest, False
+            job = newest  # retry the end of the chain: it carries everything delivered so far
         delivered = list(job.outputs.all())
+        # The retry stays in the tab only when that tab belongs to the person retrying.
+        tab_id = job.tab_id if job.tab_id and job.tab and user and job.tab.user_id == user.id else None
         retry = GenerationJob.objects.create(
             team_id=job.team_id,
             created_by=user,
-            tab_id=job.tab_id,
+            tab_id=tab_id,
             kind=job.kind,
             provider=job.provider,
             model=job.model,

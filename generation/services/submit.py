@@ -175,8 +175,15 @@ def _resolve_inputs(*, team: Team, spec: JobSpec) -> tuple[InputAsset | None, li
     elif spec.kind == GenerationJob.Kind.EDIT:
         errors["inputs.source_asset_id"] = ["An edit needs a source image."]
     references = []
+    used: set[UUID] = set()
     for position, ref in enumerate(spec.references):
         asset = assets.get(ref.asset_id)
+        is_sketch = ref.role == JobReference.Role.SKETCH
+        if ref.asset_id in used:
+            path = "inputs.sketch.asset_id" if is_sketch else f"inputs.references.{position}.asset_id"
+            errors[path] = ["This image is already used by this job; each image can steer it once."]
+            continue
+        used.add(ref.asset_id)
         if asset is None:
             path = (
                 "inputs.sketch.asset_id"
