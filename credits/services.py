@@ -106,31 +106,28 @@ def _append(
 def credits_grant(*, team: Team, amount: int, idempotency_key: str, actor: User | None, memo: str) -> LedgerEntry:
     if amount <= 0:
         raise InvalidCreditAmount("A grant must be a positive number of credits.")
-    entry, _ = _append(
-        team_id=team.id,
-        kind=LedgerEntry.Kind.GRANT,
-        available_delta=amount,
-        held_delta=0,
-        idempotency_key=idempotency_key,
-        actor=actor,
-        actor_label="system:grant",
-        memo=memo,
-    )
-    return entry
+    return _change_available(LedgerEntry.Kind.GRANT, team, amount, idempotency_key, actor, memo)
 
 
 def credits_adjust(*, team: Team, amount: int, idempotency_key: str, actor: User | None, memo: str) -> LedgerEntry:
     """An operator's correction of `available`, up or down (never below zero)."""
     if amount == 0:
         raise InvalidCreditAmount("An adjustment must not be zero.")
+    return _change_available(LedgerEntry.Kind.ADJUST, team, amount, idempotency_key, actor, memo)
+
+
+def _change_available(
+    kind: str, team: Team, amount: int, idempotency_key: str, actor: User | None, memo: str
+) -> LedgerEntry:
+    """A change to `available` alone, made by a person or a command rather than a job."""
     entry, _ = _append(
         team_id=team.id,
-        kind=LedgerEntry.Kind.ADJUST,
+        kind=kind,
         available_delta=amount,
         held_delta=0,
         idempotency_key=idempotency_key,
         actor=actor,
-        actor_label="system:adjust",
+        actor_label=f"system:{kind}",
         memo=memo,
     )
     return entry
