@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,15 @@ from credits.services import credits_grant
 from generation.models import GenerationJob
 from tests.factories import UserFactory
 from tests.processes import ManagedProcess, child_environment, start_beat, start_worker, wait_until
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the run's temporary folder (images, zips, uploads) unless it was given from outside."""
+    from django.conf import settings
+
+    made_here = getattr(settings, "TEST_VAR_DIR", None)
+    if made_here and str(settings.VAR_DIR) == made_here:
+        shutil.rmtree(made_here, ignore_errors=True)
 
 
 @dataclass

@@ -7,10 +7,12 @@ process agrees on the database, the broker, the media folder and the (fast) timi
 import os
 import tempfile
 
+# The run's own folder for media, static and the beat schedule; conftest removes it at the end.
+TEST_VAR_DIR = tempfile.mkdtemp(prefix="atelier-test-")
 _TEST_DEFAULTS = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/atelier",
     "CELERY_BROKER_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
-    "ATELIER_VAR_DIR": tempfile.mkdtemp(prefix="atelier-test-"),
+    "ATELIER_VAR_DIR": TEST_VAR_DIR,
     "LOCAL_PROVIDER_LATENCY_MS": "300",
     "JOB_LEASE_SECONDS": "3",
     "RESCUE_INTERVAL_SECONDS": "1",
