@@ -65,7 +65,7 @@ def main() -> None:
     logs = Path(os.environ["ATELIER_VAR_DIR"])
     bin_dir = Path(sys.executable).parent
     worker = subprocess.Popen(
-        [str(bin_dir / "celery"), "-A", "config", "worker", "--pool", "threads",
+        [str(bin_dir / "celery"), "-A", "config", "worker", "-Q", "jobs", "--pool", "threads",
          "--concurrency", str(args.concurrency), "--loglevel", "WARNING"],
         cwd=ROOT, stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
     )  # fmt: skip

@@ -101,6 +101,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Every wait is bounded: a database that does not answer fails a connection attempt in
+    # seconds (the job pauses, the request errors) instead of hanging a thread, and a dead peer
+    # is noticed by TCP keepalives.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -160,6 +167,11 @@ STORAGES = {
 # --- Uploads ----------------------------------------------------------------------------------
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 40_000_000, minimum=1)
+# The memory decoding a picture takes (width x height x the bytes Pillow holds per pixel of its
+# mode: 4 for RGB and RGBA, 1 for greyscale; four times that for WebP), as a small PNG can hide a
+# huge bitmap. 128 MB accepts a 12-megapixel JPEG photo (46 MB) and refuses a 6320 x 6320 RGBA
+# picture (152 MB).
+UPLOAD_MAX_DECODED_MB = env_int("UPLOAD_MAX_DECODED_MB", 128, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_HANDLERS = [
@@ -223,7 +235,7 @@ else:
         # A redelivery after this many seconds is harmless: the job's lease fences a second runner.
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60),
         "socket_connect_timeout": 3,
-        "socket_timeout": 10,
+        "socket_timeout": 5,
     }
 # Results are not used: the job row is the only source of truth.
 CELERY_TASK_IGNORE_RESULT = True
@@ -236,21 +248,26 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 55 * 60, mi
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A submit must not hang when the broker is down: try briefly, then leave the job to the rescuer.
-CELERY_TASK_PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
-    "interval_start": 0,
-    "interval_step": 0.2,
-    "interval_max": 0.5,
-}
+# A submit must not hang when the broker is down or hangs: every publish is bounded by
+# PUBLISH_TIMEOUT_SECONDS (generation/services/dispatch.py) and not retried; the rescuer
+# publishes again what did not make it.
+CELERY_TASK_PUBLISH_RETRY = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 RESCUE_INTERVAL_SECONDS = env_float("RESCUE_INTERVAL_SECONDS", 5.0, minimum=0.5)
+# Jobs and the rescuer have queues of their own: the rescuer's process consumes only `rescue`, so
+# a backlog of jobs can never delay it (Procfile: worker -Q jobs, rescuer -Q rescue).
+CELERY_TASK_DEFAULT_QUEUE = "jobs"
+CELERY_TASK_ROUTES = {
+    "generation.tasks.run_generation_job": {"queue": "jobs"},
+    "generation.tasks.rescue_stale_jobs": {"queue": "rescue"},
+}
 CELERY_BEAT_SCHEDULE = {
     "rescue-stale-jobs": {
         "task": "generation.tasks.rescue_stale_jobs",
         "schedule": RESCUE_INTERVAL_SECONDS,
-        "options": {"expires": RESCUE_INTERVAL_SECONDS * 2},
+        # A pass that could not run within its interval is superseded by the next one.
+        "options": {"expires": RESCUE_INTERVAL_SECONDS, "queue": "rescue"},
     },
 }
 
@@ -261,16 +278,41 @@ GENERATION_MAX_OUTPUTS = 10
 JOB_LEASE_SECONDS = env_float("JOB_LEASE_SECONDS", 30.0, minimum=2.0)
 # A queued job that no worker claimed within this window is published again.
 JOB_REDISPATCH_AFTER_SECONDS = env_float("JOB_REDISPATCH_AFTER_SECONDS", 30.0, minimum=1.0)
-# How many times a job may be claimed (first run + rescues) before it fails for good.
-JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
+# Who caused a fault decides what it costs (docs/architecture.md, "Faults"). A run that ends with
+# its worker's death and no new image makes the job a suspect, which then runs alone on its
+# worker; this many such deaths while alone fail it as a poison job.
+JOB_POISON_CRASHES = env_int("JOB_POISON_CRASHES", 3, minimum=1)
+# Our own infrastructure (database, storage, a hung step) pauses a job with backoff, never fails
+# it, for this long without a new image; then it fails with INFRASTRUCTURE_OUTAGE.
+JOB_OUTAGE_BUDGET_SECONDS = env_float("JOB_OUTAGE_BUDGET_SECONDS", 6 * 60 * 60, minimum=1.0)
+JOB_PAUSE_BASE_SECONDS = env_float("JOB_PAUSE_BASE_SECONDS", 2.0, minimum=0.0)
+JOB_PAUSE_MAX_SECONDS = env_float("JOB_PAUSE_MAX_SECONDS", 60.0, minimum=0.0)
 # How many times one image is retried after a transient provider error.
 JOB_MAX_IMAGE_RETRIES = env_int("JOB_MAX_IMAGE_RETRIES", 5, minimum=0)
 JOB_RETRY_BASE_SECONDS = env_float("JOB_RETRY_BASE_SECONDS", 1.0, minimum=0.0)
 JOB_RETRY_MAX_SECONDS = env_float("JOB_RETRY_MAX_SECONDS", 60.0, minimum=0.0)
-# The whole job's time budget. The thread pool cannot kill a task, so the pipeline checks this
-# between images; each provider call has its own timeout.
+# The whole job's time budget for one run, enforced by the pipeline (the thread pool cannot kill a
+# task): checked between images and bounding every step.
 JOB_TIME_LIMIT_SECONDS = env_float("JOB_TIME_LIMIT_SECONDS", 30 * 60, minimum=5.0)
+# How often a worker's lifeline looks for cancels (and renews leases, every third of the lease).
+JOB_CANCEL_POLL_SECONDS = env_float("JOB_CANCEL_POLL_SECONDS", 1.0, minimum=0.1)
+# One provider call; the pipeline abandons a call that overruns it, whatever the provider does.
 PROVIDER_TIMEOUT_SECONDS = env_float("PROVIDER_TIMEOUT_SECONDS", 120.0, minimum=1.0)
+# A job's estimated peak memory (generation/services/inputs.py): its largest input picture being
+# decoded and downsized, on top of its provider's working memory and its prepared inputs. A job
+# over it is refused at submit, or fails with INPUT_TOO_LARGE before a worker decodes anything.
+# By default it is what the largest accepted upload needs: its decoded pixels plus 96 MB for its
+# file (10 MB at most), the downsizing (32 MB) and the local provider at work (48 MB, and 4 MB a
+# prepared input). That is 224 MB, which refuses older, larger uploads such as a 6320 x 6320
+# RGBA source (about 237 MB).
+JOB_MEMORY_CEILING_MB = env_int("JOB_MEMORY_CEILING_MB", UPLOAD_MAX_DECODED_MB + 96, minimum=16)
+# What one worker process may spend at once on decoding input images at full size; a decode
+# waits for its share. Sized for a 2 GB worker of 16 threads: 16 jobs at work (about 60 MB each
+# besides their decodes) and the process itself leave room for two of the largest decodes.
+WORKER_DECODE_BUDGET_MB = env_int("WORKER_DECODE_BUDGET_MB", 512, minimum=16)
+# One storage write (an image, a zip) and one broker publish.
+STORAGE_TIMEOUT_SECONDS = env_float("STORAGE_TIMEOUT_SECONDS", 30.0, minimum=0.5)
+PUBLISH_TIMEOUT_SECONDS = env_float("PUBLISH_TIMEOUT_SECONDS", 1.0, minimum=0.1)
 LOCAL_PROVIDER_LATENCY_MS = env_int("LOCAL_PROVIDER_LATENCY_MS", 1500, minimum=0)
 LOCAL_PROVIDER_TRANSIENT_FAILURE_RATE = env_float(
     "LOCAL_PROVIDER_TRANSIENT_FAILURE_RATE", 0.0, minimum=0.0, maximum=1.0
@@ -279,6 +321,9 @@ LOCAL_PROVIDER_TRANSIENT_FAILURE_RATE = env_float(
 SIGNUP_CREDITS = env_int("SIGNUP_CREDITS", 100, minimum=0)
 # Demos and tests: refuse every output from this image number (1-based) on; 0 is off.
 LOCAL_PROVIDER_REFUSE_FROM_IMAGE = env_int("LOCAL_PROVIDER_REFUSE_FROM_IMAGE", 0, minimum=0)
+# Fault drills only: a prompt with this word kills its worker process (as a native crash would).
+# Empty (the default) is off.
+LOCAL_PROVIDER_CRASH_WORD = env_str("LOCAL_PROVIDER_CRASH_WORD", "")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 GEMINI_API_KEY = env_str("GEMINI_API_KEY", "")
 

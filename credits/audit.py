@@ -1,10 +1,12 @@
-"""The ledger audit: balances equal the sums of their entries; finished jobs are settled."""
+"""The ledger audit: balances equal the sums of their entries; finished jobs are settled; no image
+of a retry chain is made or charged twice."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from django.db.models import Count, Q, Sum
+from django.db.models.functions import Coalesce
 
 from credits.models import CreditAccount, LedgerEntry
 
@@ -26,8 +28,11 @@ def credits_audit() -> AuditReport:
     """1. For every account: available = sum of available_delta, held = sum of held_delta.
     2. For every finished job: captured + released = held, and captures match its delivered
        images that it made itself (carried-over images are not charged again).
+    3. For every retry chain (a job and its retries): each image index is made by at most one
+       of its jobs and captured at most once, across all of them.
+    A fixed number of queries, whatever the number of jobs.
     """
-    from generation.models import FINISHED_STATUSES, GenerationJob
+    from generation.models import FINISHED_STATUSES, GeneratedOutput, GenerationJob
 
     report = AuditReport(entries_checked=LedgerEntry.objects.count())
     sums = {
@@ -68,4 +73,31 @@ def credits_audit() -> AuditReport:
                 f"job {job.id} ({job.status}): captured {captured} for {own_outputs.get(job.id, 0)} images"
                 f" made at {job.credits_per_output} each ({expected_captured} expected)"
             )
+
+    # A retry carries its predecessors' images over (carried_from set) and holds only for the
+    # others; an index a chain made or charged twice is a race that started two retries.
+    made_twice = (
+        GeneratedOutput.objects.filter(carried_from__isnull=True)
+        .annotate(chain=Coalesce("job__chain_root_id", "job_id"))
+        .values("chain", "index")
+        .annotate(times=Count("id"))
+        .filter(times__gt=1)
+        .order_by("chain", "index")
+    )
+    for made in made_twice:
+        report.job_problems.append(
+            f"chain of job {made['chain']}: image index {made['index']} made {made['times']} times by its jobs"
+        )
+    captured_twice = (
+        LedgerEntry.objects.filter(kind=LedgerEntry.Kind.CAPTURE, job__isnull=False)
+        .annotate(chain=Coalesce("job__chain_root_id", "job_id"))
+        .values("chain", "output_index")
+        .annotate(times=Count("id"))
+        .filter(times__gt=1)
+        .order_by("chain", "output_index")
+    )
+    for charged in captured_twice:
+        report.job_problems.append(
+            f"chain of job {charged['chain']}: image index {charged['output_index']} captured {charged['times']} times"
+        )
     return report

@@ -20,7 +20,8 @@ from generation.models import (
     Look,
     StudioTab,
 )
-from generation.services.lifecycle import job_cancel, job_retry
+from generation.services.lifecycle import job_cancel
+from generation.services.retry import job_retry
 
 
 class JobStateFilter(admin.SimpleListFilter):

@@ -95,6 +95,7 @@ class GenerationJob(models.Model):
     # The price of one delivered output when the job was accepted; captures use it, not today's price.
     credits_per_output = models.PositiveIntegerField(default=0)
     completed_outputs = models.PositiveSmallIntegerField(default=0)
+    # Runs of the job: every claim by a worker, less those handed back on a graceful shutdown.
     attempts = models.PositiveSmallIntegerField(default=0)
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
@@ -104,11 +105,38 @@ class GenerationJob(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # The worker process that holds the lease (a WorkerHeartbeat name), so the rescuer can tell a
+    # dead worker from a live one whose job stopped making progress.
+    lease_worker = models.CharField(max_length=200, blank=True)
+    # completed_outputs when the current run claimed the job: did the run make progress?
+    claim_completed = models.PositiveSmallIntegerField(default=0)
+    # The current run was claimed with nothing else running on its worker (see docs/architecture.md,
+    # "Who caused a fault").
+    ran_alone = models.BooleanField(default=False)
+    # Runs in a row that ended with their worker's death and no new image; a suspect (1 or more)
+    # runs alone. Reset by every delivered image.
+    suspect_crashes = models.PositiveSmallIntegerField(default=0)
+    # ...of which the job was alone on its worker: JOB_POISON_CRASHES of these fail it as poison.
+    crashes_alone = models.PositiveSmallIntegerField(default=0)
+    # Pauses for our own infrastructure (database, storage, a hung step) since the last image, and
+    # when the first of them began: the outage budget runs from there. Reset by every image.
+    pauses = models.PositiveSmallIntegerField(default=0)
+    outage_since = models.DateTimeField(null=True, blank=True)
+    # A queued job is not claimed before this (backoff after a pause).
+    run_after = models.DateTimeField(null=True, blank=True)
+    # A file being written for this job, recorded before the write so that a crash between the
+    # write and its record leaves nothing behind: the next run (or the rescuer) deletes it.
+    pending_file = models.CharField(max_length=300, blank=True)
 
     idempotency_key = models.CharField(max_length=200, blank=True)
     request_fingerprint = models.CharField(max_length=64, blank=True)
     subject_key = models.CharField(max_length=200, blank=True)
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    # The first job of a retry chain (null on that first job itself): concurrent retries of any
+    # job of one chain serialize on this row, and at most one job of a chain is active.
+    chain_root = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="chain_members"
+    )
 
     archive = models.FileField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -152,6 +180,12 @@ class GenerationJob(models.Model):
                 condition=~Q(subject_key="") & Q(status__in=ACTIVE_STATUSES),
                 name="generation_job_one_active_per_subject",
             ),
+            # At most one active retry per chain, whatever races the request handling loses.
+            models.UniqueConstraint(
+                fields=["chain_root"],
+                condition=Q(chain_root__isnull=False) & Q(status__in=ACTIVE_STATUSES),
+                name="generation_job_one_active_retry_per_chain",
+            ),
         ]
         indexes = [
             # The rescuer: running jobs whose lease expired; queued jobs nobody claimed.
@@ -174,6 +208,10 @@ class GenerationJob(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+    @property
+    def chain_root_or_self_id(self) -> uuid.UUID:
+        return self.chain_root_id or self.id
 
     def queue_position(self) -> int | None:
         """1 for the next job a worker will take; None once the job is no longer queued."""
@@ -259,3 +297,29 @@ class Look(models.Model):
 
     def __str__(self) -> str:
         return f"look {self.id}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A process that takes part in running jobs: a worker (one row per process), or the rescuer.
+
+    Workers beat every second from their lifeline thread; the rescuer tells a dead worker (no beat
+    for a lease period) from a live one whose job stopped making progress. The rescuer's own row
+    says since when the database has been reachable without a gap (`up_since`), so that a
+    database outage is not mistaken for the death of every worker.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    beat_at = models.DateTimeField(default=timezone.now)
+    up_since = models.DateTimeField(default=timezone.now)
+    running_jobs = models.PositiveSmallIntegerField(default=0)
+    stopping = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            # The rescuer's look-up of stale workers, and the admin's list of live ones.
+            models.Index(fields=["beat_at"], name="generation_worker_beat"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

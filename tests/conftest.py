@@ -14,7 +14,7 @@ from accounts.services import api_key_create, membership_ensure
 from credits.services import credits_grant
 from generation.models import GenerationJob
 from tests.factories import UserFactory
-from tests.processes import ManagedProcess, child_environment, start_beat, start_worker, wait_until
+from tests.processes import ManagedProcess, child_environment, start_beat, start_rescuer, start_worker, wait_until
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -80,6 +80,7 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @dataclass
 class Stack:
     worker: ManagedProcess
+    rescuer: ManagedProcess
     beat: ManagedProcess
     env: dict[str, str]
     log_dir: Path
@@ -98,13 +99,20 @@ def make_stack(django_db_setup, django_db_blocker, log_dir: Path) -> Iterator[Ca
             env = child_environment(**overrides)
         # Messages left by an earlier module (their jobs are gone) would only add noise.
         redis.Redis.from_url(env["CELERY_BROKER_URL"]).flushdb()
-        stack = Stack(worker=start_worker(env, log_dir), beat=start_beat(env, log_dir), env=env, log_dir=log_dir)
+        stack = Stack(
+            worker=start_worker(env, log_dir),
+            rescuer=start_rescuer(env, log_dir),
+            beat=start_beat(env, log_dir),
+            env=env,
+            log_dir=log_dir,
+        )
         stacks.append(stack)
         return stack
 
     yield make
     for stack in stacks:
         stack.worker.stop()
+        stack.rescuer.stop()
         stack.beat.stop()
 
 

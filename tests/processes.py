@@ -98,16 +98,31 @@ class ManagedProcess:
                 self.kill()
 
 
-def start_worker(env: dict[str, str], log_dir: Path, concurrency: int = 4) -> ManagedProcess:
+def start_worker(env: dict[str, str], log_dir: Path, concurrency: int = 4, name: str = "worker") -> ManagedProcess:
+    """A job worker as in the Procfile: thread pool, the `jobs` queue."""
     worker = ManagedProcess(
-        "worker",
-        [str(BIN / "celery"), "-A", "config", "worker", "--pool", "threads", "--concurrency", str(concurrency),
-         "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test-{time.monotonic_ns()}@%h"],
+        name,
+        [str(BIN / "celery"), "-A", "config", "worker", "-Q", "jobs", "--pool", "threads",
+         "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+         "--hostname", f"{name}-{time.monotonic_ns()}@%h"],
         env,
         log_dir,
     ).start()  # fmt: skip
     worker.wait_for_log("ready.")
     return worker
+
+
+def start_rescuer(env: dict[str, str], log_dir: Path) -> ManagedProcess:
+    """The rescuer's own process, as in the Procfile: one solo worker on the `rescue` queue."""
+    rescuer = ManagedProcess(
+        "rescuer",
+        [str(BIN / "celery"), "-A", "config", "worker", "-Q", "rescue", "--pool", "solo", "--loglevel", "INFO",
+         "--without-gossip", "--without-mingle", "--hostname", f"rescuer-{time.monotonic_ns()}@%h"],
+        env,
+        log_dir,
+    ).start()  # fmt: skip
+    rescuer.wait_for_log("ready.")
+    return rescuer
 
 
 def start_beat(env: dict[str, str], log_dir: Path) -> ManagedProcess:

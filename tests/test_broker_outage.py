@@ -13,7 +13,7 @@ import requests
 
 from generation.models import GenerationJob
 from tests.conftest import wait_for_finish
-from tests.processes import child_environment, start_beat, start_redis, start_web, start_worker
+from tests.processes import child_environment, start_beat, start_redis, start_rescuer, start_web, start_worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -27,6 +27,7 @@ def test_submit_during_a_broker_outage_is_accepted_and_runs_after_the_broker_is_
         processes.append(web)
         worker = start_worker(env, log_dir)
         processes.append(worker)
+        processes.append(start_rescuer(env, log_dir))
         processes.append(start_beat(env, log_dir))
         redis.stop()
         started = time.monotonic()

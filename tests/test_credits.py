@@ -7,15 +7,20 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Q
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
+from credits.audit import credits_audit
 from credits.models import CreditAccount, LedgerEntry
-from credits.services import credits_adjust, credits_capture, credits_grant, job_credits
+from credits.services import credits_adjust, credits_capture, credits_grant, credits_hold, job_credits
 from generation.models import GenerationJob
 from generation.services.lifecycle import job_finish
 from generation.services.pipeline import RunOutcome, job_run
+from generation.services.retry import job_retry
+from generation.services.submit import JobSpec, job_submit
 from tests.conftest import _person
 from tests.factories import UserFactory
+from tests.helpers import job_deliver, job_fail
 
 pytestmark = pytest.mark.django_db
 
@@ -147,6 +152,61 @@ def test_audit_reports_a_balance_that_does_not_match_its_entries(alice, capsys):
     with pytest.raises(CommandError, match="1 account"):
         call_command("credits_audit")
     assert f"team {alice.team.id}" in capsys.readouterr().err
+
+
+def test_audit_reports_an_image_a_retry_chain_made_and_charged_twice(alice):
+    original = job_submit(team=alice.team, user=alice.user, spec=JobSpec(prompt="p", count=2)).job
+    job_deliver(job=original, indexes=[0])
+    job_fail(job=original)
+    # What two retries started by one race leave behind: a retry of the chain that did not carry
+    # image 1 over, so it made (and charged) it again.
+    twice = GenerationJob.objects.create(
+        team=alice.team,
+        provider=original.provider,
+        model=original.model,
+        prompt=original.prompt,
+        optimized_prompt=original.optimized_prompt,
+        total_outputs=2,
+        credits_per_output=original.credits_per_output,
+        retry_of=original,
+        chain_root=original,
+    )
+    credits_hold(team_id=alice.team.id, job_id=twice.id, amount=2 * original.credits_per_output)
+    job_deliver(job=twice, indexes=[0, 1])
+    assert job_finish(job_id=twice.id, fence=Q(), status=GenerationJob.Status.SUCCEEDED)
+    report = credits_audit()
+    assert report.job_problems == [
+        f"chain of job {original.id}: image index 0 made 2 times by its jobs",
+        f"chain of job {original.id}: image index 0 captured 2 times",
+    ]
+    with pytest.raises(CommandError, match="2 job"):
+        call_command("credits_audit")
+
+
+def test_audit_finds_a_carried_over_retry_chain_clean_in_a_fixed_number_of_queries(alice):
+    def chain(prompt: str) -> None:
+        original = job_submit(team=alice.team, user=alice.user, spec=JobSpec(prompt=prompt, count=3)).job
+        job_deliver(job=original, indexes=[0])
+        job_fail(job=original)
+        first_retry, _ = job_retry(job=original, user=alice.user)
+        job_deliver(job=first_retry, indexes=[1])
+        job_fail(job=first_retry)
+        second_retry, _ = job_retry(job=original, user=alice.user)
+        job_deliver(job=second_retry, indexes=[2])
+        assert job_finish(job_id=second_retry.id, fence=Q(), status=GenerationJob.Status.SUCCEEDED)
+
+    chain("one")
+    with CaptureQueriesContext(connection) as one_chain:
+        report = credits_audit()
+    assert report.clean, report.job_problems
+    assert report.jobs_checked == 3
+    chain("two")
+    chain("three")
+    with CaptureQueriesContext(connection) as three_chains:
+        report = credits_audit()
+    assert report.clean, report.job_problems
+    assert report.jobs_checked == 9
+    assert len(three_chains) == len(one_chain)
 
 
 def test_grant_refuses_a_non_positive_amount_and_adjust_cannot_go_below_zero(alice):

@@ -10,12 +10,15 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from generation.models import GeneratedOutput, GenerationJob, Look
+from credits.services import JobCredits, job_credits
+from generation.models import GeneratedOutput, GenerationJob, Look, WorkerHeartbeat
 from generation.providers.base import ProviderOutput
 from generation.services import pipeline
-from generation.services.pipeline import LeaseLost, RunOutcome, job_claim, job_run
+from generation.services.lifeline import Admission, HeldJob, Lifeline
+from generation.services.pipeline import RunOutcome, job_run
 from generation.services.rescue import jobs_rescue
 from generation.services.submit import JobSpec, job_submit
+from tests.helpers import rescue_pass, rescuer_just_back
 from tests.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,6 +34,25 @@ def new_job(person, count: int = 4, prompt: str = "teal marble nails") -> Genera
     return job_submit(team=person.team, user=person.user, spec=JobSpec(prompt=prompt, count=count)).job
 
 
+def claim(job: GenerationJob) -> HeldJob:
+    """Claim the job for this process as a worker thread would, without running it."""
+    result = Lifeline.current().claim(job.id)
+    assert result.admission is Admission.CLAIMED and result.held is not None
+    return result.held
+
+
+def record(job: GenerationJob, index: int, held: HeldJob) -> bool:
+    return pipeline._record_output(job, index, ProviderOutput(b"\x89PNG-test", "image/png", 1, 1), held)
+
+
+def let_go(job: GenerationJob, held: HeldJob) -> None:
+    """The claiming worker vanishes: its thread is gone and its lease has run out."""
+    held.step_deadline = 0.0  # not renewed any more
+    Lifeline.current().release(held)
+    wait_until(lambda: Lifeline.current().idle, timeout=10, message="the lifeline to stop")
+    GenerationJob.objects.filter(id=job.id).update(lease_expires_at=timezone.now() - timedelta(seconds=10))
+
+
 def test_run_makes_every_image_and_succeeds(alice):
     job = new_job(alice, count=3)
     assert job_run(job_id=job.id) is RunOutcome.SUCCEEDED
@@ -42,11 +64,13 @@ def test_run_makes_every_image_and_succeeds(alice):
 
 def test_rerun_resumes_at_the_first_missing_image(alice):
     job = new_job(alice, count=4)
-    # A first run delivered images 1 and 2, then its worker vanished (its lease expired).
-    assert job_claim(job_id=job.id, token="first-worker")
+    # A first run delivered images 1 and 2, then its worker vanished; the rescuer queued it again.
+    held = claim(job)
     for index in (0, 1):
-        pipeline._record_output(job, index, ProviderOutput(b"\x89PNG-old", "image/png", 1, 1), "first-worker")
-    GenerationJob.objects.filter(id=job.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+        assert record(job, index, held)
+    let_go(job, held)
+    rescue_pass()
+    GenerationJob.objects.filter(id=job.id).update(run_after=None)  # its backoff has passed
     kept = {o.index: o.id for o in GeneratedOutput.objects.filter(job=job)}
 
     assert job_run(job_id=job.id) is RunOutcome.SUCCEEDED
@@ -58,24 +82,27 @@ def test_rerun_resumes_at_the_first_missing_image(alice):
     assert (job.completed_outputs, job.attempts) == (4, 2)
 
 
-def test_a_worker_that_lost_its_lease_cannot_record_or_finish(alice):
+def test_a_worker_that_lost_its_lease_cannot_record_or_finish(alice, settings):
     job = new_job(alice, count=2)
-    assert job_claim(job_id=job.id, token="stalled")
-    GenerationJob.objects.filter(id=job.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert job_claim(job_id=job.id, token="rescuer-worker")  # another worker takes over
-    with pytest.raises(LeaseLost):
-        pipeline._record_output(job, 0, ProviderOutput(b"late", "image/png", 1, 1), "stalled")
+    stalled = claim(job)
+    let_go(job, stalled)
+    rescue_pass()
+    GenerationJob.objects.filter(id=job.id).update(run_after=None)  # its backoff has passed
+    taker = claim(job)  # another worker takes over
+    assert not record(job, 0, stalled)
     assert not GeneratedOutput.objects.filter(job=job).exists()
-    assert pipeline._finish(job.id, Q(lease_owner="stalled"), RunOutcome.SUCCEEDED) is RunOutcome.LEASE_LOST
+    assert pipeline._finish(stalled, RunOutcome.SUCCEEDED) is RunOutcome.LEASE_LOST
     job.refresh_from_db()
-    assert (job.status, job.lease_owner, job.completed_outputs) == ("running", "rescuer-worker", 0)
+    assert (job.status, job.lease_owner, job.completed_outputs) == ("running", taker.token, 0)
+    Lifeline.current().release(taker)
 
 
-def test_a_live_lease_cannot_be_claimed_twice(alice):
+def test_a_running_job_cannot_be_claimed_twice(alice):
     job = new_job(alice)
-    assert job_claim(job_id=job.id, token="one")
-    assert not job_claim(job_id=job.id, token="two")
+    held = claim(job)
+    assert Lifeline.current().claim(job.id).admission is Admission.NOT_CLAIMABLE
     assert job_run(job_id=job.id) is RunOutcome.NOT_CLAIMED
+    Lifeline.current().release(held)
 
 
 def test_a_finished_or_canceled_job_is_not_run_again(alice):
@@ -149,37 +176,77 @@ def test_backoff_honours_retry_after_and_grows_with_jitter_within_bounds(setting
         assert len(delays) > 1  # jittered
 
 
-def _expire(job: GenerationJob, attempts: int, **extra: object) -> None:
-    GenerationJob.objects.filter(id=job.id).update(
-        status="running", lease_owner="dead-worker", lease_expires_at=timezone.now() - timedelta(seconds=5),
-        attempts=attempts, started_at=timezone.now(), **extra,
-    )  # fmt: skip
+def _expire(job: GenerationJob, attempts: int = 1, **extra: object) -> None:
+    """A running job whose worker ("dead-worker", no heartbeat) died more than a lease ago."""
+    fields: dict[str, object] = {
+        "status": "running", "lease_owner": "dead-token", "lease_worker": "dead-worker",
+        "lease_expires_at": timezone.now() - timedelta(seconds=10), "attempts": attempts,
+        "started_at": timezone.now(),
+    }  # fmt: skip
+    GenerationJob.objects.filter(id=job.id).update(**{**fields, **extra})
 
 
-def test_rescuer_requeues_a_job_whose_worker_died(alice):
+def test_rescuer_requeues_a_job_whose_worker_died_after_delivering_at_once(alice):
     job = new_job(alice)
-    _expire(job, attempts=1)
-    report = jobs_rescue()
+    _expire(job, completed_outputs=1, claim_completed=0)
+    report = rescue_pass()
     job.refresh_from_db()
     assert report.requeued == 1
-    assert (job.status, job.lease_owner, job.attempts) == ("queued", "", 1)
+    assert (job.status, job.lease_owner, job.attempts, job.suspect_crashes, job.run_after) == ("queued", "", 1, 0, None)
 
 
-def test_rescuer_fails_a_job_out_of_attempts_and_keeps_its_images(alice, settings):
-    job = new_job(alice, count=3)
-    assert job_claim(job_id=job.id, token="dead-worker")
-    pipeline._record_output(job, 0, ProviderOutput(b"\x89PNG", "image/png", 1, 1), "dead-worker")
-    _expire(job, attempts=settings.JOB_MAX_ATTEMPTS)
-    assert jobs_rescue().failed == 1
+def test_a_job_whose_worker_died_before_it_delivered_becomes_a_suspect_not_a_failure(alice):
+    job = new_job(alice)
+    _expire(job)
+    assert rescue_pass().requeued == 1
     job.refresh_from_db()
-    assert job.status == "failed" and job.error_code == "WORKER_LOST"
+    assert (job.status, job.suspect_crashes, job.crashes_alone) == ("queued", 1, 0)
+    assert job.run_after is not None  # paused with backoff
+
+
+def test_rescuer_fails_a_job_that_killed_its_worker_while_alone_as_poison_and_keeps_its_images(alice, settings):
+    job = new_job(alice, count=3)
+    held = claim(job)
+    assert record(job, 0, held)
+    Lifeline.current().release(held)
+    _expire(job, ran_alone=True, suspect_crashes=3, crashes_alone=settings.JOB_POISON_CRASHES - 1, claim_completed=1)
+    assert rescue_pass().failed == 1
+    job.refresh_from_db()
+    assert job.status == "failed" and job.error_code == "POISON_JOB"
+    assert "even when it ran on its own" in job.error_message
     assert Look.objects.filter(job=job).count() == 1
+    assert job_credits(job.id) == JobCredits(held=3, captured=1, released=2)
+
+
+def test_a_stale_lease_of_a_worker_that_still_beats_is_a_hung_step_and_only_pauses(alice):
+    job = new_job(alice)
+    _expire(job, lease_worker="live-worker")
+    WorkerHeartbeat.objects.create(name="live-worker", beat_at=timezone.now())
+    assert rescue_pass().requeued == 1
+    job.refresh_from_db()
+    assert (job.status, job.suspect_crashes, job.pauses) == ("queued", 0, 1)
+    assert job.outage_since is not None
+
+
+def test_rescuer_waits_with_dead_workers_until_the_database_has_been_up_for_a_lease(alice):
+    job = new_job(alice)
+    _expire(job)
+    rescuer_just_back()
+    report = jobs_rescue()
+    assert (report.waiting, report.requeued) == (1, 0)
+    job.refresh_from_db()
+    assert job.status == "running"
+
+
+def test_two_rescuers_at_once_make_one_pass(alice):
+    rescue_pass()
+    assert not jobs_rescue().ran  # the second one within an interval does nothing
 
 
 def test_rescuer_finishes_a_dead_job_that_was_asked_to_cancel_as_canceled(alice):
     job = new_job(alice)
-    _expire(job, attempts=1, cancel_requested=True)
-    assert jobs_rescue().canceled == 1
+    _expire(job, cancel_requested=True)
+    assert rescue_pass().canceled == 1
     job.refresh_from_db()
     assert job.status == "canceled"
 
@@ -188,7 +255,7 @@ def test_rescuer_republishes_a_queued_job_nobody_claimed(alice, settings):
     job = new_job(alice)
     long_ago = timezone.now() - timedelta(seconds=settings.JOB_REDISPATCH_AFTER_SECONDS + 5)
     GenerationJob.objects.filter(id=job.id).update(dispatched_at=long_ago)
-    assert jobs_rescue().redispatched == 1
+    assert rescue_pass().redispatched == 1
     job.refresh_from_db()
     assert job.dispatched_at > long_ago
-    assert jobs_rescue().redispatched == 0  # not again until the window passes once more
+    assert rescue_pass().redispatched == 0  # not again until the window passes once more

@@ -15,9 +15,10 @@ from PIL import Image
 from accounts.models import Membership
 from credits.services import job_credits
 from generation.models import GeneratedOutput, GenerationJob
-from generation.services.lifecycle import job_finish, job_retry
+from generation.services.lifecycle import job_finish
 from generation.services.pipeline import RunOutcome, job_run
 from generation.services.rescue import jobs_rescue
+from generation.services.retry import job_retry
 from generation.services.studio import tab_create
 from generation.services.submit import JobSpec, job_submit
 

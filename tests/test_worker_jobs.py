@@ -104,12 +104,20 @@ def test_worker_runs_with_the_configured_pool_prefetch_and_acks(stack):
     inspector = celery_app.control.inspect(timeout=5)
     stats = inspector.stats()
     assert stats, "the worker did not answer"
-    (worker_stats,) = stats.values()
+    workers = {name for name in stats if name.startswith("worker-")}
+    assert len(workers) == 1, stats.keys()
+    (worker_name,) = workers
+    worker_stats = stats[worker_name]
     assert worker_stats["pool"]["implementation"] == "celery.concurrency.thread:TaskPool"
     assert worker_stats["pool"]["max-concurrency"] == 4  # the test worker's --concurrency
     assert worker_stats["prefetch_count"] == 4  # concurrency x prefetch multiplier 1
+    # The rescuer has a process of its own, on its own queue, so jobs can never delay it.
+    (rescuer_name,) = (name for name in stats if name.startswith("rescuer-"))
+    assert stats[rescuer_name]["pool"]["implementation"] == "celery.concurrency.solo:TaskPool"
+    queues = {name: {queue["name"] for queue in active} for name, active in inspector.active_queues().items()}
+    assert (queues[worker_name], queues[rescuer_name]) == ({"jobs"}, {"rescue"})
     # The worker loaded the Django settings, and Celery resolves them to the names it uses.
-    (worker_conf,) = inspector.conf(with_defaults=False).values()
+    worker_conf = inspector.conf(with_defaults=False)[worker_name]
     assert worker_conf["CELERY_TASK_ACKS_LATE"] is True
     assert worker_conf["CELERY_TASK_REJECT_ON_WORKER_LOST"] is True
     assert worker_conf["CELERY_WORKER_PREFETCH_MULTIPLIER"] == 1

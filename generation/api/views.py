@@ -31,7 +31,8 @@ from generation.models import GeneratedOutput, GenerationJob, InputAsset, Look
 from generation.selectors import activity_for_user, job_list_for_team, job_queryset_for_team, look_list_for_team
 from generation.services.assets import asset_upload
 from generation.services.files import SPOOL_BYTES, archive_write, stored_name
-from generation.services.lifecycle import activity_mark_seen, job_cancel, job_retry
+from generation.services.lifecycle import activity_mark_seen, job_cancel
+from generation.services.retry import job_retry
 from generation.services.submit import job_estimate, job_submit
 from generation.uploads import oversized_uploads, too_large_message
 

@@ -24,6 +24,8 @@ from generation.pages.context import page_team, page_user
 from generation.pages.studio_form import REFERENCE_SLOTS, FormResult, draft_from_post, form_values
 from generation.prompts import QUALITY_HINTS, STYLE_PRESETS
 from generation.providers.registry import get_provider, provider_names
+from generation.services.lifecycle import job_cancel
+from generation.services.retry import job_retry
 from generation.services.studio import job_mark_seen, tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
 from generation.services.submit import job_estimate, job_submit
 from generation.uploads import oversized_uploads
@@ -206,8 +208,6 @@ def tab_progress(request: HttpRequest, tab_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_cancel_view(request: HttpRequest, job_id: str) -> HttpResponse:
-    from generation.services.lifecycle import job_cancel
-
     job = get_object_or_404(GenerationJob, id=job_id, team=page_team(request))
     try:
         job_cancel(job=job)
@@ -219,8 +219,6 @@ def job_cancel_view(request: HttpRequest, job_id: str) -> HttpResponse:
 @login_required
 @require_POST
 def job_retry_view(request: HttpRequest, job_id: str) -> HttpResponse:
-    from generation.services.lifecycle import job_retry
-
     job = get_object_or_404(GenerationJob, id=job_id, team=page_team(request))
     try:
         retry, _ = job_retry(job=job, user=page_user(request))

@@ -79,5 +79,11 @@ class Provider(Protocol):
     name: str
     models: tuple[str, ...]  # the first one is the default
     kinds: frozenset[str]
+    # The longest side, in pixels, an input image needs: a run downsizes larger sources and
+    # references to it once, before the provider sees them (generation/services/inputs.py).
+    input_max_side: int
+    # Memory one output takes while it is made, beyond the prepared inputs; it counts towards a
+    # job's memory ceiling.
+    working_memory_mb: int
 
     def generate(self, request: OutputRequest) -> ProviderOutput: ...

@@ -50,6 +50,11 @@ class LocalProvider:
     name = "local"
     models: tuple[str, ...] = ("atelier-sketch-1",)
     kinds = frozenset({"image", "edit"})
+    # It never draws above 1024 px ("high" quality), so a larger input only costs memory.
+    input_max_side = 1024
+    # Measured: a 1024 px output from a 1024 px RGBA source and three references peaks about
+    # 31 MB above the process's baseline; the rest is headroom.
+    working_memory_mb = 48
 
     def __init__(self, *, latency_ms: int | None = None, failure_rate: float | None = None) -> None:
         self._latency_ms = latency_ms
@@ -78,7 +83,7 @@ class LocalProvider:
                     "An edit needs a source image; please upload the picture to edit.",
                     code="SOURCE_IMAGE_REQUIRED",
                 )
-            source = _open_source(request.source_image)
+            source = _open_source(request.source_image, max_side=self.input_max_side)
 
         latency_ms = self._latency_ms if self._latency_ms is not None else _latency_setting()
         if latency_ms > 0:
@@ -141,11 +146,15 @@ def _failure_rate_setting() -> float:
 # -- input images ------------------------------------------------------------------------------
 
 
-def _open_source(content: bytes) -> Image.Image:
+def _open_source(content: bytes, *, max_side: int) -> Image.Image:
+    """The source, upright and in RGB. A run hands over sources already downsized to `max_side`
+    (generation/services/inputs.py); the thumbnail only bounds a caller that did not, and leaves
+    a source within `max_side` untouched, so its pictures stay byte-identical."""
     try:
         opened = Image.open(io.BytesIO(content))
         opened.draft("RGB", (2048, 2048))  # JPEG: decode at a reduced scale when it is huge
         opened.load()
+        opened.thumbnail((max_side, max_side))
         return to_rgb(ImageOps.exif_transpose(opened))
     except Exception as exc:  # Pillow raises many kinds for broken or unknown files
         raise PermanentProviderError(

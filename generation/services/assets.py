@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 import warnings
 
@@ -14,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from accounts.models import Team, User
 from generation.errors import ValidationFailed
 from generation.models import InputAsset
+from generation.services.inputs import MB, decode_bytes
 from generation.uploads import too_large_message
 
 ALLOWED_FORMATS = {
@@ -28,7 +30,8 @@ ALLOWED_FORMATS = {
 def asset_upload(*, team: Team, user: User | None, upload: UploadedFile) -> InputAsset:
     """1. Size first, from the upload's length, before reading it.
     2. The format from the bytes (never the name or the client's content type): PNG, JPEG, WebP.
-    3. The pixel count from the header, before decoding, so a decompression bomb is refused cheaply.
+    3. The pixel count and the memory a decode takes (by the mode), from the header, before
+       decoding: a decompression bomb, or a small PNG hiding a huge bitmap, is refused cheaply.
     4. A full decode (verify) so a truncated or corrupt file is refused.
     """
     if upload.size is None or upload.size > settings.UPLOAD_MAX_BYTES:
@@ -47,6 +50,9 @@ def asset_upload(*, team: Team, user: User | None, upload: UploadedFile) -> Inpu
                 pixels, limit = width * height, settings.UPLOAD_MAX_PIXELS
                 if pixels > limit:
                     raise ValidationFailed({"file": [f"The image has {pixels} pixels; at most {limit} are accepted."]})
+                decoded = decode_bytes(size=image.size, mode=image.mode, image_format=image_format)
+                if decoded > settings.UPLOAD_MAX_DECODED_MB * MB:
+                    raise ValidationFailed({"file": [_too_much_memory(image.size, image.mode, decoded)]})
                 image.verify()
     except ValidationFailed:
         raise
@@ -68,3 +74,10 @@ def asset_upload(*, team: Team, user: User | None, upload: UploadedFile) -> Inpu
     asset.file.save(f"upload{extension}", ContentFile(content), save=False)
     asset.save()
     return asset
+
+
+def _too_much_memory(size: tuple[int, int], mode: str, decoded: int) -> str:
+    return (
+        f"The image is {size[0]} x {size[1]} pixels ({mode}); decoding it takes {math.ceil(decoded / MB)} MB "
+        f"of memory and at most {settings.UPLOAD_MAX_DECODED_MB} MB are accepted. Please upload a smaller picture."
+    )

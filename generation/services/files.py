@@ -11,9 +11,11 @@ from collections.abc import Iterable
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db.models import Q
 from django.db.models.fields.files import FieldFile
 
 from generation.models import GeneratedOutput, GenerationJob
+from generation.services.faults import storage_part
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +40,33 @@ def stored_name(file: FieldFile) -> str:
     return file.name
 
 
-def output_store(*, job: GenerationJob, index: int, content: bytes, mime: str) -> str:
-    """Write one image and return its storage name.
+def output_name_for(*, job: GenerationJob, index: int, mime: str) -> str:
+    """A storage name for output `index` of `job`, new for every run.
 
-    The random suffix keeps a crashed attempt's orphan apart from the image that gets recorded.
+    The random suffix keeps one run's file apart from another's (a run that lost its lease
+    deletes its own file, never the one that got recorded); the name is recorded on the job
+    before the write (`pending_file`), so a crash between write and record leaves no orphan.
     """
     stem, extension = output_filename(index, mime).rsplit(".", 1)
-    name = f"{job_folder(job)}/{stem}-{secrets.token_hex(4)}.{extension}"
-    return default_storage.save(name, ContentFile(content))
+    return f"{job_folder(job)}/{stem}-{secrets.token_hex(4)}.{extension}"
+
+
+def archive_name_for(job: GenerationJob) -> str:
+    return f"{job_folder(job)}/images-{secrets.token_hex(4)}.zip"
+
+
+def output_store(*, name: str, content: bytes) -> str:
+    """Write one image under exactly `name` (a name from output_name_for) and return it."""
+    return _save_exactly(name, ContentFile(content))
+
+
+def _save_exactly(name: str, content: File) -> str:
+    saved = default_storage.save(name, content)
+    if saved != name:
+        # The storage renamed the file (the name was taken): the record would point elsewhere.
+        storage_delete_quietly(saved)
+        raise OSError(f"storage stored {name} as {saved}")
+    return saved
 
 
 def archive_write(*, job: GenerationJob, outputs: Iterable[GeneratedOutput], fileobj) -> None:  # type: ignore[no-untyped-def]
@@ -60,12 +81,26 @@ def archive_write(*, job: GenerationJob, outputs: Iterable[GeneratedOutput], fil
                     target.write(chunk)
 
 
-def archive_store(*, job: GenerationJob, outputs: list[GeneratedOutput]) -> str:
+def archive_store(*, job: GenerationJob, outputs: list[GeneratedOutput], name: str) -> str:
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
         archive_write(job=job, outputs=outputs, fileobj=spool)
         spool.seek(0)
-        name = f"{job_folder(job)}/images-{secrets.token_hex(4)}.zip"
-        return default_storage.save(name, File(spool, name="images.zip"))
+        return _save_exactly(name, File(spool, name="images.zip"))
+
+
+def pending_file_discard(*, job: GenerationJob, fence: Q) -> None:
+    """Delete the file an earlier run of `job` recorded as pending but never recorded as an
+    output or zip (it crashed in between), then clear the mark. A storage failure here is a
+    storage outage (InfrastructureFault): the job cannot go on without storage anyway."""
+    name = job.pending_file
+    if not name:
+        return
+    referenced = GeneratedOutput.objects.filter(job=job, file=name).exists() or job.archive.name == name
+    if not referenced:
+        with storage_part():
+            default_storage.delete(name)
+    GenerationJob.objects.filter(fence, id=job.id, pending_file=name).update(pending_file="")
+    job.pending_file = ""
 
 
 def storage_delete_quietly(name: str) -> None:

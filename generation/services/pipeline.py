@@ -1,7 +1,10 @@
 """The worker side of a job: claim it, make its images one at a time, finish it.
 
 Every write is fenced by the lease (`lease_owner = token`): a worker that lost its lease, because
-it stalled and the rescuer gave the job to another worker, can no longer change the job.
+it stalled and the rescuer gave the job to another worker, can no longer change the job. Every
+wait is bounded: a provider call by its timeout (abandoned if the provider ignores it), a storage
+write by STORAGE_TIMEOUT_SECONDS, the whole run by JOB_TIME_LIMIT_SECONDS; a cancel, a lost lease
+or a shutdown interrupts a wait within a fraction of a second.
 """
 
 from __future__ import annotations
@@ -9,18 +12,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import secrets
-import threading
 import time
-from datetime import timedelta
+from dataclasses import replace
 from enum import StrEnum
 from uuid import UUID
 
 from django.conf import settings
-from django.core.files.storage import default_storage
-from django.db import close_old_connections, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from credits.services import credits_capture
@@ -28,176 +27,168 @@ from generation.models import GeneratedOutput, GenerationJob
 from generation.providers.base import (
     OutputRequest,
     PermanentProviderError,
+    Provider,
     ProviderOutput,
-    ReferenceImage,
     TransientProviderError,
 )
 from generation.providers.registry import get_provider
-from generation.services.files import archive_store, output_store, storage_delete_quietly, stored_name
+from generation.services.bounded import StepInterrupted, StepTimeout, call_bounded
+from generation.services.dispatch import job_dispatch
+from generation.services.faults import DATABASE_OUTAGE_ERRORS, InfrastructureFault, storage_part
+from generation.services.files import (
+    archive_name_for,
+    archive_store,
+    output_name_for,
+    output_store,
+    pending_file_discard,
+    storage_delete_quietly,
+)
+from generation.services.inputs import JobInputs, job_inputs_prepare
 from generation.services.lifecycle import job_finish
+from generation.services.lifeline import Admission, HeldJob, Lifeline
+from generation.services.recovery import Interruption, job_requeue
 
 logger = logging.getLogger(__name__)
 
+# What a provider call may take beyond the timeout it was given before the pipeline abandons it.
+PROVIDER_GRACE_SECONDS = 2.0
+
 
 class RunOutcome(StrEnum):
-    NOT_CLAIMED = "not_claimed"  # finished, canceled, or another worker holds a live lease
+    NOT_CLAIMED = "not_claimed"  # finished, canceled, or another worker has it
+    DEFERRED = "deferred"  # not here or not yet (backoff, a suspect's solo run, shutdown): published again
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
     LEASE_LOST = "lease_lost"
+    PAUSED = "paused"  # one of our parts failed; queued again with backoff
+    HANDED_OVER = "handed_over"  # this worker is shutting down; another one continues
 
 
-class LeaseLost(Exception):
+class RunOutOfTime(Exception):
     pass
-
-
-class CancelRequested(Exception):
-    """A cancel arrived while the job waited to retry an image."""
-
-
-def job_claim(*, job_id: UUID | str, token: str) -> bool:
-    """Take the job with a conditional UPDATE: queued, or running under an expired lease."""
-    now = timezone.now()
-    claimable = Q(status=GenerationJob.Status.QUEUED, cancel_requested=False) | Q(
-        status=GenerationJob.Status.RUNNING, lease_expires_at__lt=now
-    )
-    updated = GenerationJob.objects.filter(claimable, id=job_id, attempts__lt=settings.JOB_MAX_ATTEMPTS).update(
-        status=GenerationJob.Status.RUNNING,
-        lease_owner=token,
-        lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
-        heartbeat_at=now,
-        attempts=F("attempts") + 1,
-        started_at=Coalesce(F("started_at"), now),
-    )
-    return updated == 1
-
-
-class LeaseKeeper:
-    """Renews the lease from a background thread while the job's thread waits on the provider.
-
-    Renewal is fenced like every other write; when it finds the lease gone it sets `lost`, and
-    the image loop stops before writing anything more.
-    """
-
-    def __init__(self, job_id: UUID | str, token: str) -> None:
-        self.job_id = job_id
-        self.token = token
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        interval = settings.JOB_LEASE_SECONDS / 3
-        try:
-            while not self._stop.wait(interval):
-                if not self.renew():
-                    self.lost.set()
-                    return
-        finally:
-            connection.close()  # this thread's own connection
-
-    def renew(self) -> bool:
-        now = timezone.now()
-        try:
-            renewed = GenerationJob.objects.filter(
-                id=self.job_id, lease_owner=self.token, status=GenerationJob.Status.RUNNING
-            ).update(lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS), heartbeat_at=now)
-        except Exception:  # noqa: BLE001 - a database blip: keep the lease until it really expires
-            logger.warning("lease renewal of job %s failed; will try again", self.job_id, exc_info=True)
-            close_old_connections()
-            return True
-        return renewed == 1
-
-    def sleep(self, seconds: float) -> None:
-        """Wait, but wake at once if the lease is lost."""
-        self.lost.wait(max(0.0, seconds))
 
 
 def job_run(*, job_id: UUID | str) -> RunOutcome:
     """Run a job to a terminal state, resuming at its first missing image.
 
-    1. Claim it (or return NOT_CLAIMED: someone else has it, or it is finished).
-    2. For each image not yet delivered, in order: stop if canceled, out of time or the lease is
-       lost; ask the provider, retrying transient errors with backoff; store the file; record
-       the output and the progress in one short transaction fenced by the lease.
-    3. Build the zip of a multi-image job and finish it as succeeded.
+    1. Claim it through this process's lifeline (or publish it again for later, or return
+       NOT_CLAIMED: someone else has it, or it is finished).
+    2. Make the images not yet delivered, in order (see `_run_claimed`).
+    3. Faults: our own parts failing pause the job with backoff; an unexpected error counts
+       against the job (it may be poison); both put it back in the queue (`job_requeue`).
     """
-    token = secrets.token_hex(16)
-    if not job_claim(job_id=job_id, token=token):
+    lifeline = Lifeline.current()
+    claim = lifeline.claim(job_id)
+    if claim.admission is Admission.DEFERRED:
+        job_dispatch(job_id, countdown=claim.retry_in)
+        return RunOutcome.DEFERRED
+    if claim.held is None:
         return RunOutcome.NOT_CLAIMED
+    held = claim.held
+    fence = Q(lease_owner=held.token)
     try:
-        return _run_claimed(job_id, token)
+        return _run_claimed(held, lifeline)
+    except InfrastructureFault as fault:
+        logger.warning("job %s paused: %s", job_id, fault)
+        return _requeue(held, fence, Interruption.OUTAGE, fault.part)
+    except DATABASE_OUTAGE_ERRORS as error:
+        logger.warning("job %s paused: database: %s", job_id, error)
+        connection.close()  # a dropped connection: the next query opens a new one
+        return _requeue(held, fence, Interruption.OUTAGE, "database")
     except Exception:
-        # A bug or an outage of our own parts: give the lease up now, so the rescuer queues the
-        # job again at once; its attempt count bounds how often that can happen.
         logger.exception("job %s stopped on an unexpected error", job_id)
-        GenerationJob.objects.filter(id=job_id, lease_owner=token).update(lease_expires_at=timezone.now())
-        raise
+        connection.close()
+        return _requeue(held, fence, Interruption.JOB_ERROR)
+    finally:
+        lifeline.release(held)
 
 
-def _run_claimed(job_id: UUID | str, token: str) -> RunOutcome:
-    lease_fence = Q(lease_owner=token)
+def _requeue(held: HeldJob, fence: Q, interruption: Interruption, part: str = "") -> RunOutcome:
+    try:
+        job_requeue(job_id=held.job_id, fence=fence, interruption=interruption, part=part)
+    except Exception:  # noqa: BLE001 - the database is still away: the lease runs out, the rescuer requeues
+        logger.warning("job %s could not be queued again now; the rescuer will", held.job_id, exc_info=True)
+        connection.close()
+    return RunOutcome.PAUSED
+
+
+def _run_claimed(held: HeldJob, lifeline: Lifeline) -> RunOutcome:
+    """1. Load the job; delete a file an earlier run wrote but never recorded.
+    2. Prepare its input images once (decoded, downsized to what the provider needs).
+    3. For each image not yet delivered: stop if interrupted (cancel, lost lease, shutdown) or
+       out of time; ask the provider, retrying transient errors with backoff; store the file;
+       record it with its progress and price in one short transaction fenced by the lease.
+    4. Store the zip of a multi-image job (best effort) and finish it as succeeded.
+    """
     deadline = time.monotonic() + settings.JOB_TIME_LIMIT_SECONDS
-    with LeaseKeeper(job_id, token) as lease:
-        job = GenerationJob.objects.select_related("source_asset").get(id=job_id)
-        provider = get_provider(job.provider)
-        delivered = set(job.outputs.values_list("index", flat=True))
-        inputs = _load_inputs(job)
-        for index in range(job.total_outputs):
-            if index in delivered:
-                continue
-            state = GenerationJob.objects.filter(id=job_id).values("cancel_requested", "lease_owner").first()
-            if state is None or state["lease_owner"] != token or lease.lost.is_set():
-                return RunOutcome.LEASE_LOST
-            if state["cancel_requested"]:
-                return _finish(job_id, lease_fence, RunOutcome.CANCELED)
-            if time.monotonic() > deadline:
-                return _finish(
-                    job_id,
-                    lease_fence,
-                    RunOutcome.FAILED,
-                    "JOB_TIMEOUT",
-                    f"The job ran out of time ({settings.JOB_TIME_LIMIT_SECONDS:.0f} s) before image {index + 1}.",
-                )
-            request = _output_request(job, index, inputs)
-            try:
-                result = _generate_with_retries(provider, request, lease, job_id)
-            except PermanentProviderError as error:
-                return _finish(job_id, lease_fence, RunOutcome.FAILED, error.code, error.message)
-            except TransientProviderError as error:
-                return _finish(
-                    job_id,
-                    lease_fence,
-                    RunOutcome.FAILED,
-                    error.code,
-                    f"{error.message} Gave up on image {index + 1} after "
-                    f"{settings.JOB_MAX_IMAGE_RETRIES + 1} tries; retry the job later.",
-                )
-            except LeaseLost:
-                return RunOutcome.LEASE_LOST
-            except CancelRequested:
-                return _finish(job_id, lease_fence, RunOutcome.CANCELED)
-            try:
-                _record_output(job, index, result, token)
-            except LeaseLost:
-                return RunOutcome.LEASE_LOST
-        return _finish_succeeded(job, token)
+    fence = Q(lease_owner=held.token)
+    job = GenerationJob.objects.select_related("source_asset").get(id=held.job_id)
+    pending_file_discard(job=job, fence=fence)
+    provider = get_provider(job.provider)
+    try:
+        inputs = job_inputs_prepare(job=job, provider=provider)
+    except PermanentProviderError as error:
+        return _finish(held, RunOutcome.FAILED, error.code, error.message)
+    delivered = set(job.outputs.values_list("index", flat=True))
+    for index in range(job.total_outputs):
+        if index in delivered:
+            continue
+        held.expect_step(settings.JOB_LEASE_SECONDS)
+        stop = _stop_reason(held)
+        if stop is not None:
+            return stop
+        if time.monotonic() > deadline:
+            return _out_of_time(held, index)
+        try:
+            result = _generate_with_retries(provider, _output_request(job, index, inputs), held, deadline)
+        except PermanentProviderError as error:
+            return _finish(held, RunOutcome.FAILED, error.code, error.message)
+        except TransientProviderError as error:
+            return _finish(
+                held,
+                RunOutcome.FAILED,
+                error.code,
+                f"{error.message} Gave up on image {index + 1} after "
+                f"{settings.JOB_MAX_IMAGE_RETRIES + 1} tries; retry the job later.",
+            )
+        except StepInterrupted:
+            return _stop_reason(held) or RunOutcome.LEASE_LOST
+        except RunOutOfTime:
+            return _out_of_time(held, index)
+        if not _record_output(job, index, result, held):
+            return RunOutcome.LEASE_LOST
+        lifeline.progressed(held)
+    return _finish_succeeded(job, held)
+
+
+def _stop_reason(held: HeldJob) -> RunOutcome | None:
+    """Why the run must stop now, acting on it (a cancel ends the job), or None to go on."""
+    if held.handed_over:
+        return RunOutcome.HANDED_OVER
+    if held.lost:
+        return RunOutcome.LEASE_LOST
+    if held.cancel or GenerationJob.objects.filter(id=held.job_id, cancel_requested=True).exists():
+        return _finish(held, RunOutcome.CANCELED)
+    return None
+
+
+def _out_of_time(held: HeldJob, index: int) -> RunOutcome:
+    return _finish(
+        held,
+        RunOutcome.FAILED,
+        "JOB_TIMEOUT",
+        f"The job ran out of time ({settings.JOB_TIME_LIMIT_SECONDS:.0f} s) before image {index + 1}.",
+    )
 
 
 def _finish(
-    job_id: UUID | str, fence: Q, outcome: RunOutcome, code: str = "", message: str = "", archive_name: str = ""
+    held: HeldJob, outcome: RunOutcome, code: str = "", message: str = "", archive_name: str = ""
 ) -> RunOutcome:
+    held.expect_step(settings.JOB_LEASE_SECONDS)
     if job_finish(
-        job_id=job_id,
-        fence=fence,
+        job_id=held.job_id,
+        fence=Q(lease_owner=held.token),
         status=outcome.value,
         error_code=code,
         error_message=message,
@@ -207,70 +198,135 @@ def _finish(
     return RunOutcome.LEASE_LOST
 
 
-def _finish_succeeded(job: GenerationJob, token: str) -> RunOutcome:
+def _finish_succeeded(job: GenerationJob, held: HeldJob) -> RunOutcome:
+    """The zip is an optimisation: if it cannot be stored, the job still succeeds and the
+    download builds the zip on the fly."""
     archive_name = ""
-    outputs = list(job.outputs.order_by("index"))
     if job.total_outputs > 1:
-        archive_name = archive_store(job=job, outputs=outputs)  # I/O before the transaction
-    outcome = _finish(job.id, Q(lease_owner=token), RunOutcome.SUCCEEDED, archive_name=archive_name)
-    if outcome is not RunOutcome.SUCCEEDED:
-        storage_delete_quietly(archive_name)
-    return outcome
+        outputs = list(job.outputs.order_by("index"))
+        name = archive_name_for(job)
+        try:
+            if _write_ahead(held, name):
+                held.expect_step(settings.STORAGE_TIMEOUT_SECONDS + settings.JOB_LEASE_SECONDS)
+                with storage_part():
+                    archive_name = call_bounded(
+                        lambda: archive_store(job=job, outputs=outputs, name=name),
+                        timeout=settings.STORAGE_TIMEOUT_SECONDS,
+                        what="zip write",
+                    )
+        except InfrastructureFault as fault:
+            logger.warning("job %s: the zip could not be stored (%s); the download will build it", job.id, fault)
+    return _finish(held, RunOutcome.SUCCEEDED, archive_name=archive_name)
 
 
-def _record_output(job: GenerationJob, index: int, result: ProviderOutput, token: str) -> None:
-    """Store the file, then record it, the progress and its price in one transaction fenced by the lease."""
-    name = output_store(job=job, index=index, content=result.content, mime=result.mime)
-    with transaction.atomic():
-        progressed = GenerationJob.objects.filter(
-            id=job.id, lease_owner=token, status=GenerationJob.Status.RUNNING
-        ).update(completed_outputs=F("completed_outputs") + 1, heartbeat_at=timezone.now())
-        if progressed != 1:
-            transaction.set_rollback(True)
-        else:
-            GeneratedOutput.objects.create(
-                job=job,
-                index=index,
-                file=name,
-                mime=result.mime,
-                width=result.width,
-                height=result.height,
-                bytes=len(result.content),
-                sha256=hashlib.sha256(result.content).hexdigest(),
+def _write_ahead(held: HeldJob, name: str) -> bool:
+    """Record the name of a file before writing it, so a crash in between leaves no orphan."""
+    return (
+        GenerationJob.objects.filter(
+            id=held.job_id, lease_owner=held.token, status=GenerationJob.Status.RUNNING
+        ).update(pending_file=name)
+        == 1
+    )
+
+
+def _record_output(job: GenerationJob, index: int, result: ProviderOutput, held: HeldJob) -> bool:
+    """Store the file, then record it, the progress and its price in one transaction fenced by
+    the lease. Returns False (and deletes the file) if the lease was lost."""
+    name = output_name_for(job=job, index=index, mime=result.mime)
+    if not _write_ahead(held, name):
+        return False
+    held.expect_step(settings.STORAGE_TIMEOUT_SECONDS + settings.JOB_LEASE_SECONDS)
+    with storage_part():
+        call_bounded(
+            lambda: output_store(name=name, content=result.content),
+            timeout=settings.STORAGE_TIMEOUT_SECONDS,
+            what="image write",
+        )
+    progressed = 0
+    try:
+        with transaction.atomic():
+            progressed = GenerationJob.objects.filter(
+                id=job.id, lease_owner=held.token, status=GenerationJob.Status.RUNNING
+            ).update(
+                completed_outputs=F("completed_outputs") + 1,
+                heartbeat_at=timezone.now(),
+                pending_file="",
+                # A delivered image clears every suspicion and ends any outage.
+                suspect_crashes=0,
+                crashes_alone=0,
+                pauses=0,
+                outage_since=None,
             )
-            credits_capture(team_id=job.team_id, job_id=job.id, output_index=index, amount=job.credits_per_output)
+            if progressed == 1:
+                GeneratedOutput.objects.create(
+                    job=job,
+                    index=index,
+                    file=name,
+                    mime=result.mime,
+                    width=result.width,
+                    height=result.height,
+                    bytes=len(result.content),
+                    sha256=hashlib.sha256(result.content).hexdigest(),
+                )
+                credits_capture(team_id=job.team_id, job_id=job.id, output_index=index, amount=job.credits_per_output)
+    except IntegrityError:
+        # The index is recorded already, by a run that took the lease over: this file is not needed.
+        progressed = 0
     if progressed != 1:
-        storage_delete_quietly(name)
-        raise LeaseLost
+        storage_delete_quietly(name)  # the name is this run's own: nobody else refers to it
+        return False
+    return True
 
 
-def _generate_with_retries(provider, request: OutputRequest, lease: LeaseKeeper, job_id) -> ProviderOutput:  # type: ignore[no-untyped-def]
-    """Call the provider; on a transient error wait (exponential backoff with full jitter, or the
-    provider's Retry-After) and try again, at most JOB_MAX_IMAGE_RETRIES times. A cancel that
-    arrives during a wait is honoured before the next try, not after the provider recovers."""
+def _generate_with_retries(
+    provider: Provider, request: OutputRequest, held: HeldJob, deadline: float
+) -> ProviderOutput:
+    """Call the provider within bounds; on a transient error (or a call that overran its timeout
+    and was abandoned, uncharged) wait (exponential backoff with full jitter, or the provider's
+    Retry-After) and try again, at most JOB_MAX_IMAGE_RETRIES times. A cancel, a lost lease or a
+    shutdown interrupts both the call and the wait."""
     retries = settings.JOB_MAX_IMAGE_RETRIES
     for attempt in range(retries + 1):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RunOutOfTime
+        timeout = min(settings.PROVIDER_TIMEOUT_SECONDS, remaining)
+        bounded_request = replace(request, timeout_seconds=timeout)
+        held.expect_step(timeout + PROVIDER_GRACE_SECONDS + settings.JOB_LEASE_SECONDS)
         try:
-            return provider.generate(request)
-        except TransientProviderError as error:
-            if attempt == retries:
-                raise
-            delay = _backoff_seconds(attempt, error.retry_after)
-            logger.info(
-                "job %s image %d: %s (%s); retry %d/%d in %.1fs",
-                job_id,
-                request.index + 1,
-                error.code,
-                error.message,
-                attempt + 1,
-                retries,
-                delay,
+            return call_bounded(
+                lambda: provider.generate(bounded_request),
+                timeout=timeout + PROVIDER_GRACE_SECONDS,
+                what="provider call",
+                interrupt=held.wake,
             )
-            lease.sleep(delay)
-            if lease.lost.is_set():
-                raise LeaseLost from None
-            if GenerationJob.objects.filter(id=job_id, cancel_requested=True).exists():
-                raise CancelRequested from None
+        except StepTimeout:
+            if time.monotonic() >= deadline:
+                raise RunOutOfTime from None
+            error = TransientProviderError(
+                f"The provider did not answer within {timeout:.0f} s.", code="PROVIDER_TIMEOUT"
+            )
+        except TransientProviderError as transient:
+            error = transient
+        if attempt == retries:
+            raise error
+        delay = _backoff_seconds(attempt, error.retry_after)
+        logger.info(
+            "job %s image %d: %s (%s); retry %d/%d in %.1fs",
+            held.job_id,
+            request.index + 1,
+            error.code,
+            error.message,
+            attempt + 1,
+            retries,
+            delay,
+        )
+        held.expect_step(delay + settings.JOB_LEASE_SECONDS)
+        if held.wake.wait(max(0.0, delay)):
+            raise StepInterrupted("retry wait")
+        if GenerationJob.objects.filter(id=held.job_id, cancel_requested=True).exists():
+            held.flag("cancel")
+            raise StepInterrupted("retry wait")
     raise AssertionError("unreachable")
 
 
@@ -282,22 +338,7 @@ def _backoff_seconds(attempt: int, retry_after: float | None) -> float:
     return random.uniform(exponential / 2, exponential)
 
 
-def _load_inputs(job: GenerationJob) -> tuple[bytes | None, tuple[ReferenceImage, ...]]:
-    source = None
-    if job.source_asset is not None:
-        with default_storage.open(stored_name(job.source_asset.file), "rb") as handle:
-            source = handle.read()
-    references = []
-    for link in job.reference_links.select_related("asset"):
-        with default_storage.open(stored_name(link.asset.file), "rb") as handle:
-            references.append(ReferenceImage(content=handle.read(), weight=link.weight))
-    return source, tuple(references)
-
-
-def _output_request(
-    job: GenerationJob, index: int, inputs: tuple[bytes | None, tuple[ReferenceImage, ...]]
-) -> OutputRequest:
-    source, references = inputs
+def _output_request(job: GenerationJob, index: int, inputs: JobInputs) -> OutputRequest:
     return OutputRequest(
         job_id=str(job.id),
         kind=job.kind,
@@ -306,7 +347,7 @@ def _output_request(
         index=index,
         seed=int(job.params.get("seed", 0)),
         params=job.params,
-        source_image=source,
-        references=references,
+        source_image=inputs.source,
+        references=inputs.references,
         timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
     )

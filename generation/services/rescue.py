@@ -1,56 +1,60 @@
-"""The rescuer, run by beat every few seconds: nothing the broker loses stays lost."""
+"""The rescuer: nothing a dead worker, a hung step or a lost message leaves behind stays there.
+
+Beat publishes it every RESCUE_INTERVAL_SECONDS to a queue of its own (`rescue`), which a
+process of its own consumes, so it never waits behind jobs. Running it twice (two beats by
+mistake) does nothing twice: a pass first takes the rescuer's row with a conditional UPDATE, so
+there is at most one pass per interval, and every change it makes is conditional on what it saw.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
-from generation.models import GenerationJob
+from generation.models import GenerationJob, WorkerHeartbeat
 from generation.services.dispatch import job_dispatch_on_commit
 from generation.services.lifecycle import job_finish
+from generation.services.recovery import Interruption, RequeueOutcome, job_requeue
 
 logger = logging.getLogger(__name__)
 
 BATCH = 200
+RESCUER_ROW = "rescuer"
+# Worker heartbeats older than this are removed (the processes are long gone).
+HEARTBEAT_RETENTION = timedelta(days=1)
 
 
 @dataclass
 class RescueReport:
+    ran: bool = True  # False: another rescuer ran less than an interval ago
     requeued: int = 0
     failed: int = 0
     canceled: int = 0
     redispatched: int = 0
+    waiting: int = 0  # stale leases left for a later pass (the database was just back)
 
 
 def jobs_rescue() -> RescueReport:
-    """1. Running jobs whose lease expired (their worker died or stalled): canceled if a cancel
-       was asked for, failed once their attempts are used up, else queued again and published.
-    2. Queued jobs with a cancel request (one that arrived while the job was being queued
+    """1. Take this interval's pass (or return: another rescuer has it).
+    2. Running jobs whose lease expired a little while ago (`_rescue_stale`).
+    3. Queued jobs with a cancel request (one that arrived while the job was being queued
        again): canceled.
-    3. Queued jobs that no worker claimed within JOB_REDISPATCH_AFTER_SECONDS of their last
-       publish (a lost message, a broker outage): published again.
-    Each change is a conditional UPDATE on what was seen, so two rescuers never act twice.
+    4. Queued jobs that no worker claimed within JOB_REDISPATCH_AFTER_SECONDS of when they were
+       due (a lost message, a broker outage): published again.
     """
+    db_up_since = _take_pass()
+    if db_up_since is None:
+        return RescueReport(ran=False)
     report = RescueReport()
     now = timezone.now()
-    stale = GenerationJob.objects.filter(status=GenerationJob.Status.RUNNING, lease_expires_at__lt=now).values(
-        "id", "lease_owner", "attempts", "cancel_requested"
-    )[:BATCH]
-    for job in stale:
-        try:
-            _rescue_stale(job, now, report)
-        except Exception:  # noqa: BLE001 - one bad job must not stop the rescue of the others
-            logger.exception("rescue of job %s failed; will try again next pass", job["id"])
+    _rescue_stale(now, db_up_since, report)
 
-    # A cancel that reached a job while it was being queued again: nobody will claim it, end it.
     for job_id in GenerationJob.objects.filter(status=GenerationJob.Status.QUEUED, cancel_requested=True).values_list(
         "id", flat=True
     )[:BATCH]:
@@ -68,38 +72,69 @@ def jobs_rescue() -> RescueReport:
             if claimed:
                 job_dispatch_on_commit(job_id)
         report.redispatched += claimed
-    if report.requeued or report.failed or report.canceled or report.redispatched:
+
+    WorkerHeartbeat.objects.filter(beat_at__lt=now - HEARTBEAT_RETENTION).exclude(name=RESCUER_ROW).delete()
+    if report.requeued or report.failed or report.canceled or report.redispatched or report.waiting:
         logger.info("rescue: %s", report)
     return report
 
 
-def _rescue_stale(job: Mapping[str, Any], now: datetime, report: RescueReport) -> None:
-    """Cancel, fail or queue again one running job whose lease expired."""
-    still_stale = Q(lease_owner=job["lease_owner"], lease_expires_at__lt=now)
-    if job["cancel_requested"]:
-        report.canceled += job_finish(job_id=job["id"], fence=still_stale, status="canceled")
-    elif job["attempts"] >= settings.JOB_MAX_ATTEMPTS:
-        report.failed += job_finish(
-            job_id=job["id"],
-            fence=still_stale,
-            status="failed",
-            error_code="WORKER_LOST",
-            error_message=(
-                f"The job was interrupted {job['attempts']} times (its worker stopped or hit an error); "
-                "the images it made are kept. Retry it to make the rest."
-            ),
-        )
-    else:
-        with transaction.atomic():
-            # Not if a cancel arrived since the read: the next pass ends the job as canceled.
-            requeued = GenerationJob.objects.filter(still_stale, id=job["id"], cancel_requested=False).update(
-                status=GenerationJob.Status.QUEUED,
-                lease_owner="",
-                lease_expires_at=None,
-                dispatched_at=now,
+def _take_pass() -> datetime | None:
+    """Claim this interval's pass; returns since when passes have run without a gap (the database
+    and the rescuer were up), or None when another rescuer ran less than an interval ago."""
+    interval = timedelta(seconds=settings.RESCUE_INTERVAL_SECONDS)
+    now = timezone.now()
+    WorkerHeartbeat.objects.get_or_create(
+        name=RESCUER_ROW, defaults={"beat_at": now - HEARTBEAT_RETENTION, "up_since": now, "started_at": now}
+    )
+    taken = WorkerHeartbeat.objects.filter(name=RESCUER_ROW, beat_at__lte=now - interval * 0.8).update(
+        # A gap of more than two intervals means the database (or the broker, or beat) was away.
+        up_since=Case(When(beat_at__lt=now - interval * 2.5, then=now), default=F("up_since")),
+        beat_at=now,
+    )
+    if not taken:
+        return None
+    return WorkerHeartbeat.objects.values_list("up_since", flat=True).get(name=RESCUER_ROW)
+
+
+def _rescue_stale(now: datetime, db_up_since: datetime, report: RescueReport) -> None:
+    """Running jobs whose lease expired, by who caused it:
+
+    - the worker still beats (it beat after the lease ran out): it lives, but a step of the
+      job hung past its bound; our fault, so a pause (OUTAGE);
+    - the worker stopped beating before the lease ran out: it died (WORKER_DIED), which may be
+      the job's doing (see job_requeue). Unless the database itself was away within the last
+      lease: then the worker may have been unable to beat, and the decision waits.
+    A lease is looked at only a little after it ran out, so that a live worker has beaten since.
+    """
+    lease = timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    settle = timedelta(seconds=2 * settings.JOB_CANCEL_POLL_SECONDS + 1)
+    stale = list(
+        GenerationJob.objects.filter(status=GenerationJob.Status.RUNNING, lease_expires_at__lt=now - settle).values(
+            "id", "lease_owner", "lease_worker", "lease_expires_at"
+        )[:BATCH]
+    )
+    beats = dict(
+        WorkerHeartbeat.objects.filter(name__in={job["lease_worker"] for job in stale}).values_list("name", "beat_at")
+    )
+    database_settled = now - db_up_since >= lease + settle
+    for job in stale:
+        beat_at = beats.get(job["lease_worker"])
+        worker_alive = beat_at is not None and beat_at > job["lease_expires_at"]
+        if not worker_alive and not database_settled:
+            report.waiting += 1
+            continue
+        interruption = Interruption.OUTAGE if worker_alive else Interruption.WORKER_DIED
+        try:
+            outcome = job_requeue(
+                job_id=job["id"],
+                fence=Q(lease_owner=job["lease_owner"], lease_expires_at=job["lease_expires_at"]),
+                interruption=interruption,
+                part="a step that hung" if worker_alive else "",
             )
-            if requeued:
-                job_dispatch_on_commit(job["id"])
-        report.requeued += requeued
-        if requeued:
-            logger.warning("job %s lost its worker (attempt %d); queued again", job["id"], job["attempts"])
+        except Exception:  # noqa: BLE001 - one bad job must not stop the rescue of the others
+            logger.exception("rescue of job %s failed; will try again next pass", job["id"])
+            continue
+        report.requeued += outcome is RequeueOutcome.REQUEUED
+        report.failed += outcome is RequeueOutcome.FAILED
+        report.canceled += outcome is RequeueOutcome.CANCELED

@@ -19,6 +19,7 @@ from generation.models import ACTIVE_STATUSES, GenerationJob, InputAsset, JobRef
 from generation.prompts import build_optimized_prompt
 from generation.providers.registry import get_provider
 from generation.services.dispatch import job_dispatch_on_commit
+from generation.services.inputs import job_inputs_oversized
 
 
 @dataclass(frozen=True)
@@ -167,11 +168,14 @@ def _resolve_inputs(*, team: Team, spec: JobSpec) -> tuple[InputAsset | None, li
         wanted.add(spec.source_asset_id)
     assets = {asset.id: asset for asset in InputAsset.objects.filter(team=team, id__in=wanted)}
     errors: dict[str, list[str]] = {}
+    fields: list[tuple[str, InputAsset]] = []  # every resolved image and the field that named it
     source = None
     if spec.source_asset_id:
         source = assets.get(spec.source_asset_id)
         if source is None:
             errors["inputs.source_asset_id"] = ["No uploaded image with this id."]
+        else:
+            fields.append(("inputs.source_asset_id", source))
     elif spec.kind == GenerationJob.Kind.EDIT:
         errors["inputs.source_asset_id"] = ["An edit needs a source image."]
     references = []
@@ -179,20 +183,21 @@ def _resolve_inputs(*, team: Team, spec: JobSpec) -> tuple[InputAsset | None, li
     for position, ref in enumerate(spec.references):
         asset = assets.get(ref.asset_id)
         is_sketch = ref.role == JobReference.Role.SKETCH
+        path = "inputs.sketch.asset_id" if is_sketch else f"inputs.references.{position}.asset_id"
         if ref.asset_id in used:
-            path = "inputs.sketch.asset_id" if is_sketch else f"inputs.references.{position}.asset_id"
             errors[path] = ["This image is already used by this job; each image can steer it once."]
             continue
         used.add(ref.asset_id)
         if asset is None:
-            path = (
-                "inputs.sketch.asset_id"
-                if ref.role == JobReference.Role.SKETCH
-                else f"inputs.references.{position}.asset_id"
-            )
             errors[path] = ["No uploaded image with this id."]
         else:
             references.append((asset, ref))
+            fields.append((path, asset))
+    # An image the worker could not afford to decode (an upload from before today's limits).
+    oversized = job_inputs_oversized(assets=[asset for _, asset in fields], provider=get_provider(spec.provider))
+    for path, asset in fields:
+        if asset.id in oversized:
+            errors[path] = [oversized[asset.id].describe("This image")]
     if errors:
         raise ValidationFailed(errors)
     return source, references

@@ -8,7 +8,10 @@ from credits.audit import credits_audit
 
 
 class Command(BaseCommand):
-    help = "Check that every account's entries add up to its balances and every finished job is settled."
+    help = (
+        "Check that every account's entries add up to its balances, every finished job is settled and"
+        " no image of a retry chain was made or charged twice."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         report = credits_audit()
@@ -22,4 +25,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{len(report.account_problems)} account(s) and {len(report.job_problems)} job(s) do not add up."
             )
-        self.stdout.write("ledger is consistent: balances match their entries; every finished job is settled")
+        self.stdout.write(
+            "ledger is consistent: balances match their entries; every finished job is settled;"
+            " no image of a retry chain was made or charged twice"
+        )

@@ -1,0 +1,129 @@
+"""Putting an interrupted run's job back in the queue, and what the interruption costs it.
+
+One place decides, for the worker (its own fault handling) and the rescuer (a dead or stuck
+worker) alike; the rule is in docs/architecture.md ("Who caused a fault").
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from enum import StrEnum
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from generation.models import GenerationJob
+from generation.services.dispatch import job_dispatch_on_commit
+from generation.services.faults import PauseBackoff, outage_budget_spent, outage_message, poison_message
+from generation.services.lifecycle import job_finish
+
+logger = logging.getLogger(__name__)
+
+
+class Interruption(StrEnum):
+    # The worker process died (SIGKILL, OOM, host loss) under the job.
+    WORKER_DIED = "worker_died"
+    # The job's own run raised an unexpected error (not one of our parts failing).
+    JOB_ERROR = "job_error"
+    # One of our parts failed under a live worker (database, storage), or a step hung.
+    OUTAGE = "outage"
+
+
+class RequeueOutcome(StrEnum):
+    REQUEUED = "requeued"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    NOT_HELD = "not_held"  # the fence no longer holds: someone else has dealt with the job
+
+
+def job_requeue(*, job_id: UUID | str, fence: Q, interruption: Interruption, part: str = "") -> RequeueOutcome:
+    """Queue a running job again after `interruption`, with backoff, or end it.
+
+    1. A cancel that was asked for wins: the job ends canceled.
+    2. WORKER_DIED after the run delivered an image: queued again at once, nothing counted.
+    3. WORKER_DIED without a new image, or JOB_ERROR: the job becomes (more of) a suspect and
+       runs alone next time; a death while it ran alone, or an error of its own, counts towards
+       JOB_POISON_CRASHES, which fails it as a poison job. Backoff grows with the suspicion.
+    4. OUTAGE: a pause with backoff, bounded only by the outage budget (time without an image).
+    Every change is fenced by `fence` (the lease the caller holds or saw expire).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        job = (
+            GenerationJob.objects.select_for_update()
+            .filter(fence, id=job_id, status=GenerationJob.Status.RUNNING)
+            .first()
+        )
+        if job is None:
+            return RequeueOutcome.NOT_HELD
+        if job.cancel_requested:
+            job_finish(job_id=job.id, fence=fence, status=GenerationJob.Status.CANCELED)
+            return RequeueOutcome.CANCELED
+        backoff = PauseBackoff.from_settings()
+        changes: dict[str, object] = {}
+        delay = 0.0
+        progressed = job.completed_outputs > job.claim_completed
+        if interruption is Interruption.WORKER_DIED and progressed:
+            pass
+        elif interruption in (Interruption.WORKER_DIED, Interruption.JOB_ERROR):
+            counts_alone = job.ran_alone or interruption is Interruption.JOB_ERROR
+            crashes_alone = job.crashes_alone + (1 if counts_alone else 0)
+            if crashes_alone >= settings.JOB_POISON_CRASHES:
+                _fail_poison(job, fence, interruption, crashes_alone)
+                return RequeueOutcome.FAILED
+            changes.update(suspect_crashes=job.suspect_crashes + 1, crashes_alone=crashes_alone)
+            delay = backoff.delay(job.suspect_crashes)
+        else:
+            outage_since = job.outage_since or now
+            if outage_budget_spent(outage_since, now):
+                job_finish(
+                    job_id=job.id,
+                    fence=fence,
+                    status=GenerationJob.Status.FAILED,
+                    error_code="INFRASTRUCTURE_OUTAGE",
+                    error_message=outage_message(part or "infrastructure"),
+                )
+                return RequeueOutcome.FAILED
+            changes.update(pauses=job.pauses + 1, outage_since=outage_since)
+            delay = backoff.delay(job.pauses)
+        run_after = now + timedelta(seconds=delay) if delay else None
+        GenerationJob.objects.filter(id=job.id).update(
+            status=GenerationJob.Status.QUEUED,
+            lease_owner="",
+            lease_worker="",
+            lease_expires_at=None,
+            ran_alone=False,
+            run_after=run_after,
+            # The rescuer re-publishes a queued job nobody claimed this long after it was due.
+            dispatched_at=run_after or now,
+            **changes,
+        )
+        job_dispatch_on_commit(job.id, countdown=delay)
+    logger.warning(
+        "job %s %s%s; queued again in %.1fs (image %d of %d next)",
+        job_id,
+        interruption.value,
+        f" ({part})" if part else "",
+        delay,
+        job.completed_outputs + 1,
+        job.total_outputs,
+    )
+    return RequeueOutcome.REQUEUED
+
+
+def _fail_poison(job: GenerationJob, fence: Q, interruption: Interruption, crashes: int) -> None:
+    if interruption is Interruption.JOB_ERROR:
+        code = "JOB_ERROR"
+        message = (
+            f"The job hit an internal error {crashes} times in a row before it could deliver an image, so Atelier "
+            "stopped trying. Credits for the images it did not make were released; the ones it made are kept."
+        )
+    else:
+        code = "POISON_JOB"
+        message = poison_message(crashes)
+    job_finish(job_id=job.id, fence=fence, status=GenerationJob.Status.FAILED, error_code=code, error_message=message)
+    logger.error("job %s failed as %s after %d crashes", job.id, code, crashes)

@@ -1,0 +1,69 @@
+"""Helpers the tests share (not fixtures: those are in conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db.models import F, Q
+
+from credits.services import credits_capture
+from generation.models import GeneratedOutput, GenerationJob
+from generation.services.lifecycle import job_finish
+
+
+def job_deliver(*, job: GenerationJob, indexes: Iterable[int]) -> None:
+    """What a worker records for each image it makes (the output and its capture), without one."""
+    made = list(indexes)
+    for index in made:
+        GeneratedOutput.objects.create(
+            job=job,
+            index=index,
+            file=f"teams/{job.team_id}/jobs/{job.id}/image-{index + 1}.png",
+            mime="image/png",
+            width=64,
+            height=48,
+            bytes=1,
+            sha256="0" * 64,
+        )
+        credits_capture(team_id=job.team_id, job_id=job.id, output_index=index, amount=job.credits_per_output)
+    GenerationJob.objects.filter(id=job.id).update(completed_outputs=F("completed_outputs") + len(made))
+
+
+def job_fail(*, job: GenerationJob) -> None:
+    """The job ends as failed (its unused hold released), whoever runs it."""
+    assert job_finish(job_id=job.id, fence=Q(), status=GenerationJob.Status.FAILED, error_code="TEST")
+
+
+def rescue_pass():  # type: ignore[no-untyped-def]
+    """One rescuer pass now, as if the last one ran an interval ago and the database had been up
+    for long (the rescuer runs at most once per interval, and judges dead workers only then)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from generation.models import WorkerHeartbeat
+    from generation.services.rescue import RESCUER_ROW, jobs_rescue
+
+    now = timezone.now()
+    WorkerHeartbeat.objects.update_or_create(
+        name=RESCUER_ROW,
+        defaults={
+            "beat_at": now - timedelta(seconds=settings.RESCUE_INTERVAL_SECONDS),
+            "up_since": now - timedelta(hours=1),
+        },
+    )
+    return jobs_rescue()
+
+
+def rescuer_just_back() -> None:
+    """The rescuer's last pass was long ago: the database (or beat) was away until now."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from generation.models import WorkerHeartbeat
+    from generation.services.rescue import RESCUER_ROW
+
+    long_ago = timezone.now() - timedelta(hours=1)
+    WorkerHeartbeat.objects.update_or_create(name=RESCUER_ROW, defaults={"beat_at": long_ago, "up_since": long_ago})
