@@ -11,7 +11,7 @@ DEMO_PASSWORD ?= atelier-demo-1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/atelier
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run test chaos lint typecheck bench clean
 
 # The project runs from this folder and is not installed itself: only its dependencies (and the
 # dev extra) from pyproject.toml, pinned by constraints.txt.
@@ -38,7 +38,12 @@ run: install
 
 test: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} TEST_REDIS_URL=$${TEST_REDIS_URL:-$(TEST_REDIS_URL)} \
-		$(BIN)/python -m pytest $(PYTEST_ARGS)
+		$(BIN)/python -m pytest --ignore=tests/chaos $(PYTEST_ARGS)
+
+# The chaos suite: faults injected into the real stack (about 10 minutes); prints its figures.
+chaos: install
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
+		$(BIN)/python -m pytest tests/chaos -p no:cacheprovider -s -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

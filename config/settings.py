@@ -106,7 +106,15 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # seconds (the job pauses, the request errors) instead of hanging a thread, and a dead peer
     # is noticed by TCP keepalives.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+        {
+            "connect_timeout": 5,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            # Which process a connection belongs to, in pg_stat_activity (web, worker, beat...).
+            "application_name": env_str("DATABASE_APPLICATION_NAME", "atelier"),
+        }
     )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -324,6 +332,10 @@ LOCAL_PROVIDER_REFUSE_FROM_IMAGE = env_int("LOCAL_PROVIDER_REFUSE_FROM_IMAGE", 0
 # Fault drills only: a prompt with this word kills its worker process (as a native crash would).
 # Empty (the default) is off.
 LOCAL_PROVIDER_CRASH_WORD = env_str("LOCAL_PROVIDER_CRASH_WORD", "")
+# Fault drills only: the first call for each image of a prompt with this word blocks for
+# LOCAL_PROVIDER_HANG_SECONDS, ignoring its timeout (a wedged connection). Empty is off.
+LOCAL_PROVIDER_HANG_WORD = env_str("LOCAL_PROVIDER_HANG_WORD", "")
+LOCAL_PROVIDER_HANG_SECONDS = env_float("LOCAL_PROVIDER_HANG_SECONDS", 60.0, minimum=0.0)
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 GEMINI_API_KEY = env_str("GEMINI_API_KEY", "")
 

@@ -7,6 +7,7 @@ environment, logs to a file, and a readiness condition waited on with a deadline
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -53,17 +54,43 @@ def child_environment(**overrides: str) -> dict[str, str]:
 
 
 class ManagedProcess:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], log_dir: Path, max_file_bytes: int | None = None
+    ) -> None:
         self.name = name
         self.args = args
         self.env = env
         self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
         self.process: subprocess.Popen | None = None
+        # RLIMIT_FSIZE of the child: a write past it fails with EFBIG, a real storage failure.
+        self.max_file_bytes = max_file_bytes
 
     def start(self) -> ManagedProcess:
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child keeps it open
-        self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        limit = self.max_file_bytes
+
+        def limit_file_size() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        self.process = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_file_size
+        )
         return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(sig)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -98,8 +125,16 @@ class ManagedProcess:
                 self.kill()
 
 
-def start_worker(env: dict[str, str], log_dir: Path, concurrency: int = 4, name: str = "worker") -> ManagedProcess:
+def start_worker(
+    env: dict[str, str],
+    log_dir: Path,
+    concurrency: int = 4,
+    name: str = "worker",
+    max_file_bytes: int | None = None,
+    wait: bool = True,
+) -> ManagedProcess:
     """A job worker as in the Procfile: thread pool, the `jobs` queue."""
+    env = {**env, "DATABASE_APPLICATION_NAME": f"atelier-{name}"}
     worker = ManagedProcess(
         name,
         [str(BIN / "celery"), "-A", "config", "worker", "-Q", "jobs", "--pool", "threads",
@@ -107,8 +142,10 @@ def start_worker(env: dict[str, str], log_dir: Path, concurrency: int = 4, name:
          "--hostname", f"{name}-{time.monotonic_ns()}@%h"],
         env,
         log_dir,
+        max_file_bytes=max_file_bytes,
     ).start()  # fmt: skip
-    worker.wait_for_log("ready.")
+    if wait:
+        worker.wait_for_log("ready.")
     return worker
 
 
@@ -138,6 +175,7 @@ def start_beat(env: dict[str, str], log_dir: Path) -> ManagedProcess:
 
 
 def start_web(env: dict[str, str], log_dir: Path) -> tuple[ManagedProcess, str]:
+    env = {**env, "DATABASE_APPLICATION_NAME": "atelier-web"}
     port = free_port()
     web = ManagedProcess(
         "web",

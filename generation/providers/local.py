@@ -25,6 +25,7 @@ import io
 import os
 import random
 import re
+import signal
 import time
 from typing import Any
 
@@ -42,6 +43,7 @@ DEFAULT_LATENCY_MS = 1500
 DEFAULT_FAILURE_RATE = 0.0
 
 _FORBIDDEN = re.compile(r"\bforbidden\b", re.IGNORECASE)
+_WORD_RE = re.compile(r"[a-z0-9-]+")
 
 
 class LocalProvider:
@@ -85,8 +87,16 @@ class LocalProvider:
                 )
             source = _open_source(request.source_image, max_side=self.input_max_side)
 
+        _drill_crash_or_hang(request)
         latency_ms = self._latency_ms if self._latency_ms is not None else _latency_setting()
         if latency_ms > 0:
+            # Like a real client, the call honours its timeout: it gives up rather than overrun it.
+            if latency_ms / 1000 > request.timeout_seconds:
+                time.sleep(request.timeout_seconds)
+                raise TransientProviderError(
+                    f"The local provider did not answer within {request.timeout_seconds:.0f} s.",
+                    code="PROVIDER_TIMEOUT",
+                )
             time.sleep(latency_ms / 1000)
         rate = self._failure_rate if self._failure_rate is not None else _failure_rate_setting()
         if rate > 0 and random.SystemRandom().random() < rate:
@@ -100,6 +110,30 @@ class LocalProvider:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", compress_level=1)
         return ProviderOutput(content=buffer.getvalue(), mime="image/png", width=image.width, height=image.height)
+
+
+# -- fault drills --------------------------------------------------------------------------------
+
+# (job id, image index) of the calls that already hung once in this process.
+_hung_once: set[tuple[str, int]] = set()
+
+
+def _drill_crash_or_hang(request: OutputRequest) -> None:
+    """Fault drills for the chaos suite, off unless configured (never in production):
+
+    * ``LOCAL_PROVIDER_CRASH_WORD``: a prompt with this word kills the worker process at once,
+      as a native crash or the out-of-memory killer would (a poison job);
+    * ``LOCAL_PROVIDER_HANG_WORD`` with ``LOCAL_PROVIDER_HANG_SECONDS``: the first call for each
+      image of such a prompt blocks that long, ignoring its timeout, like a wedged connection.
+    """
+    words = set(_WORD_RE.findall((request.prompt or "").lower()))
+    crash_word = str(_setting("LOCAL_PROVIDER_CRASH_WORD") or "").lower()
+    if crash_word and crash_word in words:
+        os.kill(os.getpid(), signal.SIGKILL)
+    hang_word = str(_setting("LOCAL_PROVIDER_HANG_WORD") or "").lower()
+    if hang_word and hang_word in words and (request.job_id, request.index) not in _hung_once:
+        _hung_once.add((request.job_id, request.index))
+        time.sleep(float(_setting("LOCAL_PROVIDER_HANG_SECONDS") or 0))
 
 
 # -- settings ----------------------------------------------------------------------------------

@@ -220,11 +220,17 @@ class MemoryBudget:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._in_use = 0
+        self._waiting = 0
         self._condition = threading.Condition()
 
     @property
     def in_use(self) -> int:
         return self._in_use
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for their share now."""
+        return self._waiting
 
     def acquire(self, amount: int, *, timeout: float | None = None) -> int | None:
         """Take `amount` bytes once they are free; returns what to release (None on timeout).
@@ -234,8 +240,12 @@ class MemoryBudget:
         """
         amount = min(max(0, amount), self.capacity)
         with self._condition:
-            if not self._condition.wait_for(lambda: self._in_use + amount <= self.capacity, timeout=timeout):
-                return None
+            self._waiting += 1
+            try:
+                if not self._condition.wait_for(lambda: self._in_use + amount <= self.capacity, timeout=timeout):
+                    return None
+            finally:
+                self._waiting -= 1
             self._in_use += amount
         return amount
 
