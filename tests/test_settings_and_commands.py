@@ -34,6 +34,7 @@ def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
         ("LOCAL_PROVIDER_TRANSIENT_FAILURE_RATE", "2"),
         ("DATABASE_URL", "nosuchdb://x"),
         ("GENERATION_DEFAULT_PROVIDER", "midjourney"),
+        ("JOB_MEMORY_CEILING_MB", "256MB"),
     ],
 )
 def test_a_malformed_variable_stops_the_start_with_an_error_naming_it(name, value):

@@ -3,7 +3,8 @@
 An upload can be far larger than any provider draws: the local provider never paints above
 1024 px, yet a 6320 x 6320 RGBA source holds 152 MB once decoded. Decoding it again for every
 image of a job is what ran the workers out of memory, so a run prepares each input once, here,
-and hands the provider small PNG bytes (real providers' SDKs take bytes too).
+and hands the provider small PNG bytes (real providers' SDKs take bytes too); a picture already
+small and upright is handed on as it was uploaded.
 
 Memory is bounded twice:
 
