@@ -118,6 +118,9 @@ class GenerationJob(models.Model):
     suspect_crashes = models.PositiveSmallIntegerField(default=0)
     # ...of which the job was alone on its worker: JOB_POISON_CRASHES of these fail it as poison.
     crashes_alone = models.PositiveSmallIntegerField(default=0)
+    # The number of the last worker death (the rescuer's count) this job was part of: a death
+    # while alone counts against the job only if no other worker died since its previous one.
+    last_death_seen = models.PositiveIntegerField(default=0)
     # Pauses for our own infrastructure (database, storage, a hung step) since the last image, and
     # when the first of them began: the outage budget runs from there. Reset by every image.
     pauses = models.PositiveSmallIntegerField(default=0)
@@ -314,6 +317,8 @@ class WorkerHeartbeat(models.Model):
     up_since = models.DateTimeField(default=timezone.now)
     running_jobs = models.PositiveSmallIntegerField(default=0)
     stopping = models.BooleanField(default=False)
+    # The rescuer's row only: how many worker deaths it has seen (numbers each death).
+    deaths_seen = models.PositiveIntegerField(default=0)
 
     class Meta:
         indexes = [

@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.db.models import Q
 from django.utils import timezone
 
 from credits.services import JobCredits, job_credits

@@ -35,9 +35,7 @@ class StepInterrupted(Exception):
     """The wait was interrupted (cancel, lost lease, shutdown) and the callee abandoned."""
 
 
-def call_bounded(
-    fn: Callable[[], T], *, timeout: float, what: str, interrupt: threading.Event | None = None
-) -> T:
+def call_bounded(fn: Callable[[], T], *, timeout: float, what: str, interrupt: threading.Event | None = None) -> T:
     """Return `fn()`; raise StepTimeout after `timeout` s, StepInterrupted when `interrupt` is set.
 
     Exceptions raised by `fn` are raised here, unchanged.

@@ -30,7 +30,9 @@ def job_dispatch(job_id: UUID | str, *, countdown: float = 0.0) -> bool:
             what="publish",
         )
     except StepTimeout:
-        logger.warning("Could not publish job %s within %.1fs; the rescuer will retry", job_id, settings.PUBLISH_TIMEOUT_SECONDS)
+        logger.warning(
+            "Could not publish job %s within %.1fs; the rescuer will retry", job_id, settings.PUBLISH_TIMEOUT_SECONDS
+        )
         return False
     except Exception as error:  # noqa: BLE001 - any publish failure is recoverable by the rescuer
         logger.warning("Could not publish job %s, the rescuer will retry: %s", job_id, error)

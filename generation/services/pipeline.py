@@ -126,6 +126,8 @@ def _run_claimed(held: HeldJob, lifeline: Lifeline) -> RunOutcome:
     job = GenerationJob.objects.select_related("source_asset").get(id=held.job_id)
     pending_file_discard(job=job, fence=fence)
     provider = get_provider(job.provider)
+    # Reading and decoding the inputs may wait for the worker's decode budget and for storage.
+    held.expect_step(settings.STORAGE_TIMEOUT_SECONDS + settings.JOB_LEASE_SECONDS)
     try:
         inputs = job_inputs_prepare(job=job, provider=provider)
     except PermanentProviderError as error:
@@ -295,7 +297,7 @@ def _generate_with_retries(
         held.expect_step(timeout + PROVIDER_GRACE_SECONDS + settings.JOB_LEASE_SECONDS)
         try:
             return call_bounded(
-                lambda: provider.generate(bounded_request),
+                lambda bounded_request=bounded_request: provider.generate(bounded_request),  # type: ignore[misc]
                 timeout=timeout + PROVIDER_GRACE_SECONDS,
                 what="provider call",
                 interrupt=held.wake,

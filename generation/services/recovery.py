@@ -40,14 +40,20 @@ class RequeueOutcome(StrEnum):
     NOT_HELD = "not_held"  # the fence no longer holds: someone else has dealt with the job
 
 
-def job_requeue(*, job_id: UUID | str, fence: Q, interruption: Interruption, part: str = "") -> RequeueOutcome:
+def job_requeue(
+    *, job_id: UUID | str, fence: Q, interruption: Interruption, part: str = "", death_number: int | None = None
+) -> RequeueOutcome:
     """Queue a running job again after `interruption`, with backoff, or end it.
 
     1. A cancel that was asked for wins: the job ends canceled.
     2. WORKER_DIED after the run delivered an image: queued again at once, nothing counted.
     3. WORKER_DIED without a new image, or JOB_ERROR: the job becomes (more of) a suspect and
-       runs alone next time; a death while it ran alone, or an error of its own, counts towards
-       JOB_POISON_CRASHES, which fails it as a poison job. Backoff grows with the suspicion.
+       runs alone next time. What counts towards JOB_POISON_CRASHES, which fails it as a poison
+       job: an error of its own, and a death while it ran alone with no other worker death
+       since its previous one (`death_number` is the rescuer's count of deaths; when workers
+       die all around, a death while alone proves nothing). However flaky the machines, a job
+       is failed after 3 x JOB_POISON_CRASHES deaths in a row without an image. Backoff grows
+       with the suspicion.
     4. OUTAGE: a pause with backoff, bounded only by the outage budget (time without an image).
     Every change is fenced by `fence` (the lease the caller holds or saw expire).
     """
@@ -70,12 +76,17 @@ def job_requeue(*, job_id: UUID | str, fence: Q, interruption: Interruption, par
         if interruption is Interruption.WORKER_DIED and progressed:
             pass
         elif interruption in (Interruption.WORKER_DIED, Interruption.JOB_ERROR):
-            counts_alone = job.ran_alone or interruption is Interruption.JOB_ERROR
-            crashes_alone = job.crashes_alone + (1 if counts_alone else 0)
-            if crashes_alone >= settings.JOB_POISON_CRASHES:
-                _fail_poison(job, fence, interruption, crashes_alone)
+            if interruption is Interruption.JOB_ERROR:
+                counts = True
+            else:
+                counts = job.ran_alone and death_number is not None and job.last_death_seen == death_number - 1
+                changes["last_death_seen"] = death_number or job.last_death_seen
+            crashes_alone = job.crashes_alone + (1 if counts else 0)
+            suspect_crashes = job.suspect_crashes + 1
+            if crashes_alone >= settings.JOB_POISON_CRASHES or suspect_crashes >= 3 * settings.JOB_POISON_CRASHES:
+                _fail_poison(job, fence, interruption, suspect_crashes)
                 return RequeueOutcome.FAILED
-            changes.update(suspect_crashes=job.suspect_crashes + 1, crashes_alone=crashes_alone)
+            changes.update(suspect_crashes=suspect_crashes, crashes_alone=crashes_alone)
             delay = backoff.delay(job.suspect_crashes)
         else:
             outage_since = job.outage_since or now

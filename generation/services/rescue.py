@@ -118,12 +118,19 @@ def _rescue_stale(now: datetime, db_up_since: datetime, report: RescueReport) ->
         WorkerHeartbeat.objects.filter(name__in={job["lease_worker"] for job in stale}).values_list("name", "beat_at")
     )
     database_settled = now - db_up_since >= lease + settle
+    death_numbers: dict[str, int] = {}
     for job in stale:
         beat_at = beats.get(job["lease_worker"])
-        worker_alive = beat_at is not None and beat_at > job["lease_expires_at"]
+        expired_at = job["lease_expires_at"]
+        worker_alive = beat_at is not None and expired_at is not None and beat_at > expired_at
         if not worker_alive and not database_settled:
             report.waiting += 1
             continue
+        death_number = None
+        if not worker_alive:
+            if job["lease_worker"] not in death_numbers:
+                death_numbers[job["lease_worker"]] = _number_a_death()
+            death_number = death_numbers[job["lease_worker"]]
         interruption = Interruption.OUTAGE if worker_alive else Interruption.WORKER_DIED
         try:
             outcome = job_requeue(
@@ -131,6 +138,7 @@ def _rescue_stale(now: datetime, db_up_since: datetime, report: RescueReport) ->
                 fence=Q(lease_owner=job["lease_owner"], lease_expires_at=job["lease_expires_at"]),
                 interruption=interruption,
                 part="a step that hung" if worker_alive else "",
+                death_number=death_number,
             )
         except Exception:  # noqa: BLE001 - one bad job must not stop the rescue of the others
             logger.exception("rescue of job %s failed; will try again next pass", job["id"])
@@ -138,3 +146,12 @@ def _rescue_stale(now: datetime, db_up_since: datetime, report: RescueReport) ->
         report.requeued += outcome is RequeueOutcome.REQUEUED
         report.failed += outcome is RequeueOutcome.FAILED
         report.canceled += outcome is RequeueOutcome.CANCELED
+
+
+def _number_a_death() -> int:
+    """The next number in the rescuer's count of worker deaths (one per dead worker process)."""
+    with transaction.atomic():
+        row = WorkerHeartbeat.objects.select_for_update().get(name=RESCUER_ROW)
+        row.deaths_seen += 1
+        row.save(update_fields=["deaths_seen"])
+    return row.deaths_seen

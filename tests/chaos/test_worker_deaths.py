@@ -29,10 +29,9 @@ def test_20_sigkills_at_random_moments_lose_no_job_and_charge_nothing_twice(make
         if kill % 2:
             try:
                 wait_until(
-                    lambda b=claims_before: sum(
-                        GenerationJob.objects.filter(id__in=job_ids).values_list("attempts", flat=True)
-                    )
-                    > b,
+                    lambda b=claims_before: (
+                        sum(GenerationJob.objects.filter(id__in=job_ids).values_list("attempts", flat=True)) > b
+                    ),
                     timeout=15,
                     interval=0.1,
                 )
@@ -72,8 +71,9 @@ def test_a_worker_killed_for_good_during_a_backlog_is_rescued_on_time_by_the_oth
     job_ids = submit_jobs(stack, person, count=30, images=3)
     wait_until(lambda: GenerationJob.objects.filter(id__in=job_ids, status="running").count() >= 6, timeout=30)
     victims = list(
-        GenerationJob.objects.filter(id__in=job_ids, status="running", lease_worker__contains=f":{stack.workers[0].pid}:")
-        .values_list("id", flat=True)
+        GenerationJob.objects.filter(
+            id__in=job_ids, status="running", lease_worker__contains=f":{stack.workers[0].pid}:"
+        ).values_list("id", flat=True)
     )
     stack.workers[0].kill()
     killed_at = time.monotonic()
@@ -143,9 +143,7 @@ def test_sigterm_hands_running_jobs_over_at_once_without_losing_an_attempt(make_
     assert all(job.attempts == 1 and job.crashes_alone == 0 for job in jobs.values())
 
 
-def test_a_job_that_kills_its_worker_every_time_is_failed_as_poison_and_spares_the_others(
-    make_chaos_stack, team_of
-):
+def test_a_job_that_kills_its_worker_every_time_is_failed_as_poison_and_spares_the_others(make_chaos_stack, team_of):
     stack = make_chaos_stack(LOCAL_PROVIDER_LATENCY_MS="1000", LOCAL_PROVIDER_CRASH_WORD="segfault")
     victim, bystander = team_of("victim"), team_of("bystander")
     poison = api(stack, victim, "POST", "/jobs", json={"prompt": "a segfault pattern", "count": 2}).json()["id"]
