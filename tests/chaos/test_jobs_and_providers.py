@@ -11,8 +11,9 @@ import pytest
 import requests
 
 from credits.models import LedgerEntry
-from credits.services import JobCredits, job_credits
+from credits.services import JobCredits, credits_hold, job_credits
 from generation.models import ACTIVE_STATUSES, GenerationJob, InputAsset
+from generation.services.dispatch import job_dispatch
 from tests.chaos.conftest import api, assert_books_clean, report, submit_jobs, wait_all_finished
 from tests.factories import big_png_bytes
 from tests.processes import wait_until
@@ -105,7 +106,7 @@ def test_20_races_of_retrying_a_job_and_its_failed_retry_start_one_job_charged_o
     stack.add_worker()  # now let them run
     jobs = wait_all_finished(new_jobs, timeout=120)
     holds = LedgerEntry.objects.filter(job_id__in=new_jobs, kind="hold").count()
-    books = assert_books_clean(new_jobs)
+    assert_books_clean(new_jobs)
     report(
         "20 races of retrying a failed job and its failed retry at the same moment, over HTTP",
         answers=dict(statuses),
@@ -136,9 +137,6 @@ def test_an_edit_source_too_big_to_decode_safely_fails_refunded_and_spares_the_w
         team=victim.team, kind="edit", provider="local", model="atelier-sketch-1", prompt="recolour",
         optimized_prompt="recolour", source_asset=legacy, total_outputs=2, credits_per_output=1,
     )  # fmt: skip
-    from credits.services import credits_hold
-    from generation.services.dispatch import job_dispatch
-
     credits_hold(team_id=victim.team.id, job_id=job.id, amount=2)
     job_dispatch(job.id)
     others = submit_jobs(stack, bystander, count=10, images=3)
@@ -147,7 +145,8 @@ def test_an_edit_source_too_big_to_decode_safely_fails_refunded_and_spares_the_w
     report(
         "a 6320 x 6320 RGBA edit source (160 MB decoded) beside another team's 10 jobs",
         upload=f"{upload.status_code} {upload.json()['error']['details']['file'][0]}",
-        job_on_an_older_asset=f"{failed.status} {failed.error_code} after {failed.attempts} run(s): {failed.error_message}",
+        job_on_an_older_asset=f"{failed.status} {failed.error_code} after {failed.attempts} run(s)",
+        its_message=failed.error_message,
         credits=job_credits(job.id),
         worker_still_up=stack.workers[0].running,
         bystanders=sorted({jobs[o].status for o in others}),
