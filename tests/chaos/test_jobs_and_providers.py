@@ -6,14 +6,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 import requests
+from django.utils import timezone
 
 from credits.models import LedgerEntry
 from credits.services import JobCredits, credits_hold, job_credits
 from generation.models import ACTIVE_STATUSES, GenerationJob, InputAsset
-from generation.services.dispatch import job_dispatch
 from tests.chaos.conftest import api, assert_books_clean, report, submit_jobs, wait_all_finished
 from tests.factories import big_png_bytes
 from tests.processes import wait_until
@@ -133,12 +134,13 @@ def test_an_edit_source_too_big_to_decode_safely_fails_refunded_and_spares_the_w
         team=victim.team, file="teams/legacy/huge.png", mime="image/png", width=6320, height=6320, bytes=170_000,
         sha256="0" * 64,
     )  # fmt: skip
+    # Its publish was lost long ago: the stack's rescuer publishes it again.
     job = GenerationJob.objects.create(
         team=victim.team, kind="edit", provider="local", model="atelier-sketch-1", prompt="recolour",
         optimized_prompt="recolour", source_asset=legacy, total_outputs=2, credits_per_output=1,
+        dispatched_at=timezone.now() - timedelta(hours=1),
     )  # fmt: skip
     credits_hold(team_id=victim.team.id, job_id=job.id, amount=2)
-    job_dispatch(job.id)
     others = submit_jobs(stack, bystander, count=10, images=3)
     jobs = wait_all_finished([str(job.id), *others], timeout=90)
     failed = jobs[str(job.id)]
