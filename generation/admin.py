@@ -19,6 +19,7 @@ from generation.models import (
     InputAsset,
     Look,
     StudioTab,
+    WorkerHeartbeat,
 )
 from generation.services.lifecycle import job_cancel
 from generation.services.retry import job_retry
@@ -32,6 +33,8 @@ class JobStateFilter(admin.SimpleListFilter):
         return [
             ("active", "Active (queued or running)"),
             ("stuck", "Stuck (lease expired)"),
+            ("paused", "Paused (our infrastructure; waiting to resume)"),
+            ("suspect", "Suspect (its worker died under it; runs alone)"),
             ("failed", "Failed"),
             ("not_saved", "Finished, not saved to collection"),
         ]
@@ -41,6 +44,8 @@ class JobStateFilter(admin.SimpleListFilter):
         filters = {
             "active": Q(status__in=ACTIVE_STATUSES),
             "stuck": Q(status=GenerationJob.Status.RUNNING, lease_expires_at__lt=now),
+            "paused": Q(status__in=ACTIVE_STATUSES, outage_since__isnull=False),
+            "suspect": Q(status__in=ACTIVE_STATUSES, suspect_crashes__gt=0),
             "failed": Q(status=GenerationJob.Status.FAILED),
             "not_saved": Q(status__in=FINISHED_STATUSES, collected_at__isnull=True),
         }
@@ -78,10 +83,10 @@ class OutputInline(admin.TabularInline):
 @admin.register(GenerationJob)
 class GenerationJobAdmin(admin.ModelAdmin):
     list_display = [
-        "id", "status", "progress", "team", "provider", "kind", "attempts",
-        "created_at", "started_at", "finished_at", "lease_expires_at",
+        "id", "status", "progress", "team", "provider", "kind", "attempts", "suspect_crashes", "pauses",
+        "error_code", "created_at", "started_at", "finished_at", "lease_expires_at",
     ]  # fmt: skip
-    list_filter = [JobStateFilter, "status", "provider", "kind"]
+    list_filter = [JobStateFilter, "status", "error_code", "provider", "kind"]
     search_fields = ["id", "prompt", "team__name", "created_by__email", "subject_key"]
     list_select_related = ["team"]
     date_hierarchy = "created_at"
@@ -114,6 +119,18 @@ class GenerationJobAdmin(admin.ModelAdmin):
             except ServiceError as error:
                 self.message_user(request, f"{job.id}: {error.message}", messages.WARNING)
         self.message_user(request, f"{done} job(s) {verb}.")
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    """Worker processes and the rescuer: when each last beat, and what it runs."""
+
+    list_display = ["name", "beat_at", "running_jobs", "stopping", "started_at", "up_since", "deaths_seen"]
+    ordering = ["-beat_at"]
+    readonly_fields = [f.name for f in WorkerHeartbeat._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(Look)

@@ -17,10 +17,10 @@ from credits.services import job_credits
 from generation.models import GeneratedOutput, GenerationJob
 from generation.services.lifecycle import job_finish
 from generation.services.pipeline import RunOutcome, job_run
-from generation.services.rescue import jobs_rescue
 from generation.services.retry import job_retry
 from generation.services.studio import tab_create
 from generation.services.submit import JobSpec, job_submit
+from tests.helpers import rescue_pass
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +36,7 @@ def _job(person, count: int = 3, **fields) -> GenerationJob:
 def test_a_queued_job_carrying_a_cancel_request_is_ended_by_the_rescuer_and_its_credits_released(alice):
     # What a cancel that lands while the rescuer re-queues the job leaves behind.
     job = _job(alice, cancel_requested=True)
-    assert jobs_rescue().canceled == 1
+    assert rescue_pass().canceled == 1
     job.refresh_from_db()
     assert job.status == "canceled"
     assert job_credits(job.id).released == 3
@@ -45,7 +45,7 @@ def test_a_queued_job_carrying_a_cancel_request_is_ended_by_the_rescuer_and_its_
 def test_the_rescuer_does_not_requeue_a_job_whose_cancel_arrived_after_it_looked(alice):
     job = _job(alice, status="running", lease_owner="gone", started_at=timezone.now(),
                lease_expires_at=timezone.now() - timedelta(seconds=5), attempts=1, cancel_requested=True)  # fmt: skip
-    jobs_rescue()
+    rescue_pass()
     job.refresh_from_db()
     assert job.status == "canceled"  # never queued again with the flag set
 

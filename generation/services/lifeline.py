@@ -210,7 +210,11 @@ class Lifeline:
 
     def _run(self) -> None:
         """Tick until nothing is held; then close the connection and end (a claim starts it again)."""
+        self._beat_safely()
         while True:
+            # A claim is fresh: the first look at the jobs comes one tick after it.
+            self._tick.wait(settings.JOB_CANCEL_POLL_SECONDS)
+            self._tick.clear()
             try:
                 if self._stopping.is_set():
                     self._hand_over_all()
@@ -219,8 +223,6 @@ class Lifeline:
             except Exception:  # noqa: BLE001 - a database blip: keep going, the leases outlast it
                 logger.warning("lifeline tick failed; trying again", exc_info=True)
                 connection.close()
-            self._tick.wait(settings.JOB_CANCEL_POLL_SECONDS)
-            self._tick.clear()
             with self._lock:
                 if not self._held:
                     self._thread = None
@@ -255,6 +257,13 @@ class Lifeline:
             lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS), heartbeat_at=now
         )
         self._last_renewal = now_monotonic
+
+    def _beat_safely(self) -> None:
+        try:
+            self._beat()
+        except Exception:  # noqa: BLE001 - the next tick beats again
+            logger.warning("lifeline heartbeat failed; trying again", exc_info=True)
+            connection.close()
 
     def _beat(self) -> None:
         now = timezone.now()
