@@ -11,7 +11,7 @@ import pytest
 from credits.services import JobCredits, job_credits
 from generation.models import GenerationJob
 from tests.chaos.conftest import api, assert_books_clean, report, submit_jobs, wait_all_finished
-from tests.processes import wait_until
+from tests.processes import start_beat, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.chaos]
 
@@ -67,6 +67,7 @@ def test_20_sigkills_at_random_moments_lose_no_job_and_charge_nothing_twice(make
 
 def test_a_worker_killed_for_good_during_a_backlog_is_rescued_on_time_by_the_other(make_chaos_stack, team_of):
     stack = make_chaos_stack(workers=2, concurrency=4, LOCAL_PROVIDER_LATENCY_MS="500")
+    stack.extra.append(start_beat(stack.env, stack.log_dir))  # a second beat, started by mistake
     person = team_of("backlog")
     job_ids = submit_jobs(stack, person, count=30, images=3)
     wait_until(lambda: GenerationJob.objects.filter(id__in=job_ids, status="running").count() >= 6, timeout=30)
@@ -88,8 +89,11 @@ def test_a_worker_killed_for_good_during_a_backlog_is_rescued_on_time_by_the_oth
     wait_until(all_victims_moved_on, timeout=30, interval=0.1, message="the dead worker's jobs to be rescued")
     jobs = wait_all_finished(job_ids, timeout=120)
     books = assert_books_clean(job_ids)
+    rescuer_log = stack.rescuer.log()
+    passes_run, passes_skipped = rescuer_log.count("'ran': True"), rescuer_log.count("'ran': False")
     report(
-        "two workers (4 threads each), one SIGKILLed for good during a backlog of 30 jobs x 3 images",
+        "two workers (4 threads each), one SIGKILLed for good during a backlog of 30 jobs x 3 images; two beats",
+        rescue_passes=f"{passes_run} run, {passes_skipped} skipped (the second beat's, within the interval)",
         jobs_on_the_dead_worker=len(victims),
         rescued_after_seconds=f"max {max(requeued_after.values()):.1f}, min {min(requeued_after.values()):.1f} "
         f"(lease 3 s + settle 2 s + rescue interval 1 s)",
