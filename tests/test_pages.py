@@ -8,6 +8,7 @@ from django.db import connection
 from django.db.models import Q
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from accounts.models import User
 from credits.models import CreditAccount
@@ -269,3 +270,21 @@ def test_signup_makes_a_personal_team_with_welcome_credits_and_logs_in(settings)
         {"email": "new@example.com", "password1": "a-long-pass-phrase", "password2": "a-long-pass-phrase"},
     )
     assert duplicate.status_code == 400 and "already exists" in duplicate.content.decode()
+
+
+def test_a_job_paused_by_an_outage_says_so_and_the_poll_notices_the_pause(alice, browser_of):
+    client = browser_of(alice)
+    tab = studio_tab(client)
+    job = _running_job(alice, tab, images=2)
+    url = f"/studio/{tab.id}/progress/"
+    before = client.get(url)
+    assert 'data-testid="paused"' not in before.content.decode()
+    # Storage failed under the job: it is queued again with backoff (what job_requeue writes).
+    GenerationJob.objects.filter(id=job.id).update(
+        status="queued", lease_owner="", lease_expires_at=None, outage_since=timezone.now(), pauses=1
+    )
+    after = client.get(url, headers={"If-None-Match": before["ETag"]})
+    assert after.status_code == 200  # not a stale 304
+    page = after.content.decode()
+    assert "Paused: part of Atelier is briefly unavailable" in page
+    assert 'hx-trigger="every 1s"' in page  # still watching: it resumes by itself

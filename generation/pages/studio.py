@@ -182,7 +182,7 @@ def _progress_etag(request: HttpRequest, tab_id: int) -> str | None:
     row = (
         GenerationJob.objects.filter(tab_id=tab_id, tab__user=request.user)
         .order_by("-created_at")
-        .values_list("id", "status", "completed_outputs", "cancel_requested", "created_at")
+        .values_list("id", "status", "completed_outputs", "cancel_requested", "created_at", "outage_since")
         .first()
     )
     position = ""
