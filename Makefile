@@ -34,7 +34,7 @@ run: install
 	@echo "  API key for the Demo team: $$(tail -n 1 var/demo-login.txt)"
 	@echo "  API docs: http://127.0.0.1:$(PORT)/api/docs/"
 	@echo ""
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) web worker rescuer beat
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) web worker quarantine rescuer beat
 
 test: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} TEST_REDIS_URL=$${TEST_REDIS_URL:-$(TEST_REDIS_URL)} \

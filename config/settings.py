@@ -116,6 +116,12 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "application_name": env_str("DATABASE_APPLICATION_NAME", "atelier"),
         }
     )
+    # No query waits forever (0 turns it off, as the release step does for migrations).
+    _statement_timeout = env_int("DATABASE_STATEMENT_TIMEOUT_SECONDS", 60, minimum=0)
+    if _statement_timeout:
+        DATABASES["default"]["OPTIONS"]["options"] = (
+            f"-c statement_timeout={_statement_timeout * 1000} -c lock_timeout={_statement_timeout * 1000}"
+        )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -268,6 +274,8 @@ RESCUE_INTERVAL_SECONDS = env_float("RESCUE_INTERVAL_SECONDS", 5.0, minimum=0.5)
 CELERY_TASK_DEFAULT_QUEUE = "jobs"
 CELERY_TASK_ROUTES = {
     "generation.tasks.run_generation_job": {"queue": "jobs"},
+    # Suspects run in the quarantine worker, one job at a time (Procfile: quarantine -Q suspects).
+    "generation.tasks.run_suspect_job": {"queue": "suspects"},
     "generation.tasks.rescue_stale_jobs": {"queue": "rescue"},
 }
 CELERY_BEAT_SCHEDULE = {

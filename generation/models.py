@@ -10,6 +10,10 @@ from django.utils import timezone
 ACTIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("succeeded", "failed", "canceled")
 
+# What a job's row holds once no worker has it: every path that ends a run (finish, requeue,
+# handover) clears the same fields.
+LEASE_RELEASED = {"lease_owner": "", "lease_worker": "", "lease_expires_at": None, "ran_alone": False}
+
 
 def input_upload_path(instance: InputAsset, filename: str) -> str:
     return f"teams/{instance.team_id}/inputs/{instance.id}{_extension(filename)}"

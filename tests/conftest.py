@@ -14,7 +14,15 @@ from accounts.services import api_key_create, membership_ensure
 from credits.services import credits_grant
 from generation.models import GenerationJob
 from tests.factories import UserFactory
-from tests.processes import ManagedProcess, child_environment, start_beat, start_rescuer, start_worker, wait_until
+from tests.processes import (
+    ManagedProcess,
+    child_environment,
+    start_beat,
+    start_quarantine,
+    start_rescuer,
+    start_worker,
+    wait_until,
+)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -80,6 +88,7 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @dataclass
 class Stack:
     worker: ManagedProcess
+    quarantine: ManagedProcess
     rescuer: ManagedProcess
     beat: ManagedProcess
     env: dict[str, str]
@@ -101,6 +110,7 @@ def make_stack(django_db_setup, django_db_blocker, log_dir: Path) -> Iterator[Ca
         redis.Redis.from_url(env["CELERY_BROKER_URL"]).flushdb()
         stack = Stack(
             worker=start_worker(env, log_dir),
+            quarantine=start_quarantine(env, log_dir),
             rescuer=start_rescuer(env, log_dir),
             beat=start_beat(env, log_dir),
             env=env,
@@ -112,6 +122,7 @@ def make_stack(django_db_setup, django_db_blocker, log_dir: Path) -> Iterator[Ca
     yield make
     for stack in stacks:
         stack.worker.stop()
+        stack.quarantine.stop()
         stack.rescuer.stop()
         stack.beat.stop()
 

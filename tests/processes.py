@@ -149,6 +149,21 @@ def start_worker(
     return worker
 
 
+def start_quarantine(env: dict[str, str], log_dir: Path, wait: bool = True) -> ManagedProcess:
+    """The quarantine worker, as in the Procfile: suspects, one job at a time."""
+    quarantine = ManagedProcess(
+        "quarantine",
+        [str(BIN / "celery"), "-A", "config", "worker", "-Q", "suspects", "--pool", "threads", "--concurrency", "1",
+         "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+         "--hostname", f"quarantine-{time.monotonic_ns()}@%h"],
+        {**env, "DATABASE_APPLICATION_NAME": "atelier-quarantine"},
+        log_dir,
+    ).start()  # fmt: skip
+    if wait:
+        quarantine.wait_for_log("ready.")
+    return quarantine
+
+
 def start_rescuer(env: dict[str, str], log_dir: Path) -> ManagedProcess:
     """The rescuer's own process, as in the Procfile: one solo worker on the `rescue` queue."""
     rescuer = ManagedProcess(

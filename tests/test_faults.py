@@ -46,12 +46,12 @@ def new_job(person, count: int = 3, prompt: str = "amber tiles") -> GenerationJo
     return job_submit(team=person.team, user=person.user, spec=JobSpec(prompt=prompt, count=count)).job
 
 
-def run_in_thread(job: GenerationJob) -> tuple[threading.Thread, list[RunOutcome]]:
+def run_in_thread(job: GenerationJob, alone: bool = False) -> tuple[threading.Thread, list[RunOutcome]]:
     outcome: list[RunOutcome] = []
 
     def run() -> None:
         try:
-            outcome.append(job_run(job_id=job.id))
+            outcome.append(job_run(job_id=job.id, alone=alone))
         finally:
             connection.close()
 
@@ -126,7 +126,8 @@ def test_an_unexpected_error_counts_against_the_job_and_three_fail_it(alice, set
     for expected in (1, 2):
         assert job_run(job_id=job.id) is RunOutcome.PAUSED
         job.refresh_from_db()
-        assert (job.status, job.crashes_alone, job.suspect_crashes) == ("queued", expected, expected)
+        # Its own error counts against it; it killed nothing, so it is no suspect.
+        assert (job.status, job.crashes_alone, job.suspect_crashes) == ("queued", expected, 0)
         GenerationJob.objects.filter(id=job.id).update(run_after=None)
     assert job_run(job_id=job.id) is RunOutcome.PAUSED
     job.refresh_from_db()
@@ -166,19 +167,31 @@ def test_a_death_while_alone_counts_only_if_no_other_worker_died_since_the_jobs_
     assert (job.crashes_alone, job.last_death_seen, job.status) == (1, 3, "queued")
 
 
-def test_a_suspect_waits_for_a_worker_that_runs_nothing_else(alice, settings):
-    settings.LOCAL_PROVIDER_LATENCY_MS = 1500
-    busy = new_job(alice, count=1, prompt="long one")
-    suspect = new_job(alice, count=1, prompt="suspect")
+def test_a_suspect_runs_only_in_quarantine_alone_until_its_first_image(alice):
+    suspect = new_job(alice, count=3, prompt="suspect")
     GenerationJob.objects.filter(id=suspect.id).update(suspect_crashes=1)
-    thread, _ = run_in_thread(busy)
-    wait_until(lambda: GenerationJob.objects.filter(id=busy.id, status="running").exists(), timeout=10)
-    assert job_run(job_id=suspect.id) is RunOutcome.DEFERRED  # published again for later
-    assert job_run(job_id=new_job(alice, count=1).id) is RunOutcome.DEFERRED  # the worker is draining
-    thread.join(timeout=20)
-    assert job_run(job_id=suspect.id) is RunOutcome.SUCCEEDED
+    # An ordinary worker does not run it: it goes to the quarantine queue.
+    assert job_run(job_id=suspect.id) is RunOutcome.DEFERRED
+    # The quarantine worker runs it alone until it delivers an image...
+    assert job_run(job_id=suspect.id, alone=True) is RunOutcome.CLEARED
     suspect.refresh_from_db()
-    assert (suspect.ran_alone, suspect.suspect_crashes) == (False, 0)  # cleared by its image
+    assert (suspect.status, suspect.completed_outputs, suspect.suspect_crashes) == ("queued", 1, 0)
+    assert suspect.attempts == 1
+    # ...then the ordinary workers make the rest, and the quarantine worker takes it no more.
+    assert job_run(job_id=suspect.id, alone=True) is RunOutcome.DEFERRED
+    assert job_run(job_id=suspect.id) is RunOutcome.SUCCEEDED
+
+
+def test_the_quarantine_worker_runs_one_suspect_at_a_time(alice, settings):
+    settings.LOCAL_PROVIDER_LATENCY_MS = 1500
+    first, second = new_job(alice, count=1, prompt="first"), new_job(alice, count=1, prompt="second")
+    GenerationJob.objects.filter(id__in=[first.id, second.id]).update(suspect_crashes=1)
+    thread, outcome = run_in_thread(first, alone=True)
+    wait_until(lambda: GenerationJob.objects.filter(id=first.id, status="running").exists(), timeout=10)
+    assert GenerationJob.objects.get(id=first.id).ran_alone
+    assert job_run(job_id=second.id, alone=True) is RunOutcome.DEFERRED  # offered again a second later
+    thread.join(timeout=20)
+    assert outcome == [RunOutcome.SUCCEEDED]
 
 
 def test_sigterm_hands_a_running_job_back_at_once_without_counting_the_run(alice, settings):

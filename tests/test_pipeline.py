@@ -13,6 +13,7 @@ from credits.services import JobCredits, job_credits
 from generation.models import GeneratedOutput, GenerationJob, Look, WorkerHeartbeat
 from generation.providers.base import ProviderOutput
 from generation.services import pipeline
+from generation.services.faults import Backoff
 from generation.services.lifeline import Admission, HeldJob, Lifeline
 from generation.services.pipeline import RunOutcome, job_run
 from generation.services.rescue import jobs_rescue
@@ -167,10 +168,10 @@ def test_job_time_limit_fails_the_job_between_images(alice, settings):
 def test_backoff_honours_retry_after_and_grows_with_jitter_within_bounds(settings):
     settings.JOB_RETRY_BASE_SECONDS = 1.0
     settings.JOB_RETRY_MAX_SECONDS = 30.0
-    assert pipeline._backoff_seconds(0, retry_after=7.0) == 7.0
-    assert pipeline._backoff_seconds(0, retry_after=300.0) == 30.0
+    assert Backoff.for_provider_retries().delay(0, retry_after=7.0) == 7.0
+    assert Backoff.for_provider_retries().delay(0, retry_after=300.0) == 30.0
     for attempt, ceiling in [(0, 1.0), (1, 2.0), (3, 8.0), (10, 30.0)]:
-        delays = {pipeline._backoff_seconds(attempt, None) for _ in range(20)}
+        delays = {Backoff.for_provider_retries().delay(attempt) for _ in range(20)}
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
         assert len(delays) > 1  # jittered
 

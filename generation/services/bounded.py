@@ -22,6 +22,17 @@ T = TypeVar("T")
 _POLL_SECONDS = 0.1
 
 
+_abandoned_lock = threading.Lock()
+_abandoned_running = 0
+
+
+def abandoned_calls_running() -> int:
+    """Calls this process abandoned whose threads are still running (a hung call may still
+    crash the process: a job is not "alone" in a process while any is left)."""
+    with _abandoned_lock:
+        return _abandoned_running
+
+
 class StepTimeout(Exception):
     """The callee did not return within its deadline and was abandoned."""
 
@@ -42,23 +53,36 @@ def call_bounded(fn: Callable[[], T], *, timeout: float, what: str, interrupt: t
     """
     outcome: dict[str, object] = {}
     done = threading.Event()
+    abandoned = threading.Event()
 
     def run() -> None:
+        global _abandoned_running
         try:
             outcome["value"] = fn()
         except BaseException as error:  # noqa: BLE001 - handed to the waiting thread as is
             outcome["error"] = error
         finally:
-            done.set()
+            with _abandoned_lock:
+                done.set()
+                if abandoned.is_set():
+                    _abandoned_running -= 1
+
+    def abandon(error: Exception) -> Exception:
+        global _abandoned_running
+        with _abandoned_lock:
+            if not done.is_set():
+                abandoned.set()
+                _abandoned_running += 1
+        return error
 
     threading.Thread(target=run, name=f"bounded-{what}", daemon=True).start()
     deadline = time.monotonic() + timeout
     while not done.is_set():
         if interrupt is not None and interrupt.is_set():
-            raise StepInterrupted(what)
+            raise abandon(StepInterrupted(what))
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise StepTimeout(what, timeout)
+            raise abandon(StepTimeout(what, timeout))
         done.wait(min(remaining, _POLL_SECONDS))
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]

@@ -14,18 +14,20 @@ from django.conf import settings
 from django.db import transaction
 
 from generation.services.bounded import StepTimeout, call_bounded
-from generation.tasks import run_generation_job
+from generation.tasks import run_generation_job, run_suspect_job
 
 logger = logging.getLogger(__name__)
 
 
-def job_dispatch(job_id: UUID | str, *, countdown: float = 0.0) -> bool:
-    """Publish the job's task (to run no sooner than `countdown` s from now); on a broker that is
-    down or hangs, log and return False."""
+def job_dispatch(job_id: UUID | str, *, countdown: float = 0.0, suspect: bool = False) -> bool:
+    """Publish the job's task (to run no sooner than `countdown` s from now): a suspect's to the
+    quarantine queue, any other's to the jobs queue. On a broker that is down or hangs, log and
+    return False."""
+    task = run_suspect_job if suspect else run_generation_job
     options = {"countdown": countdown} if countdown > 0 else {}
     try:
         call_bounded(
-            lambda: run_generation_job.apply_async(args=[str(job_id)], retry=False, **options),
+            lambda: task.apply_async(args=[str(job_id)], retry=False, **options),
             timeout=settings.PUBLISH_TIMEOUT_SECONDS,
             what="publish",
         )
@@ -40,5 +42,5 @@ def job_dispatch(job_id: UUID | str, *, countdown: float = 0.0) -> bool:
     return True
 
 
-def job_dispatch_on_commit(job_id: UUID | str, *, countdown: float = 0.0) -> None:
-    transaction.on_commit(lambda: job_dispatch(job_id, countdown=countdown))
+def job_dispatch_on_commit(job_id: UUID | str, *, countdown: float = 0.0, suspect: bool = False) -> None:
+    transaction.on_commit(lambda: job_dispatch(job_id, countdown=countdown, suspect=suspect))

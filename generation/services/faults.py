@@ -51,18 +51,28 @@ def storage_part() -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class PauseBackoff:
-    """The wait before a paused job runs again: exponential in its pauses, with jitter, capped."""
+class Backoff:
+    """Exponential backoff, capped, with "equal jitter" (between half and all of the step) so
+    that jobs hit by one fault do not all come back at the same moment."""
 
     base_seconds: float
     max_seconds: float
 
     @classmethod
-    def from_settings(cls) -> PauseBackoff:
+    def for_pauses(cls) -> Backoff:
+        """Before a paused (or suspect) job runs again."""
         return cls(base_seconds=settings.JOB_PAUSE_BASE_SECONDS, max_seconds=settings.JOB_PAUSE_MAX_SECONDS)
 
-    def delay(self, pauses: int) -> float:
-        ceiling = min(self.max_seconds, self.base_seconds * (2 ** min(pauses, 20)))
+    @classmethod
+    def for_provider_retries(cls) -> Backoff:
+        """Before an image is asked for again after a transient provider error."""
+        return cls(base_seconds=settings.JOB_RETRY_BASE_SECONDS, max_seconds=settings.JOB_RETRY_MAX_SECONDS)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """The wait after `attempt` (0-based) failures; a provider's Retry-After wins, capped."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_seconds)
+        ceiling = min(self.max_seconds, self.base_seconds * (2 ** min(attempt, 20)))
         return random.uniform(ceiling / 2, ceiling)
 
 

@@ -362,6 +362,9 @@ def input_image_prepare(*, content: bytes, subject: str, max_side: int, limit: i
 
 
 def _read(asset: InputAsset) -> bytes:
+    """The asset's bytes. Any storage failure, a missing file included, is an outage (the job
+    pauses): assets are protected from deletion while a job uses them, so a file that is not
+    there is a volume or bucket that is not reachable right now."""
     with storage_part(), default_storage.open(stored_name(asset.file), "rb") as handle:
         return handle.read()  # type: ignore[no-any-return]
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from accounts.models import User
 from credits.services import credits_release
 from generation.errors import InvalidJobStatus
-from generation.models import ACTIVE_STATUSES, GenerationJob, Look
+from generation.models import ACTIVE_STATUSES, LEASE_RELEASED, GenerationJob, Look
 from generation.services.files import storage_delete_quietly
 
 logger = logging.getLogger(__name__)
@@ -50,14 +50,11 @@ def job_finish(
             error_message=error_message,
             archive=archive_name,
             finished_at=now,
-            lease_owner="",
-            lease_worker="",
-            lease_expires_at=None,
-            ran_alone=False,
             run_after=None,
             pending_file="",
             cancel_requested=status == GenerationJob.Status.CANCELED,
             collected_at=now,
+            **LEASE_RELEASED,
         )
         job = GenerationJob.objects.get(id=job_id)
         outputs_collect(job=job)
@@ -84,7 +81,7 @@ def outputs_collect(*, job: GenerationJob) -> int:
 def job_cancel(*, job: GenerationJob) -> GenerationJob:
     """A queued job is canceled at once; a running one is flagged and stops before its next image."""
     for _ in range(3):  # the job may be claimed between the two conditional updates
-        if job_finish(job_id=job.id, fence=Q(status=GenerationJob.Status.QUEUED), status="canceled"):
+        if job_finish(job_id=job.id, fence=Q(status=GenerationJob.Status.QUEUED), status=GenerationJob.Status.CANCELED):
             break
         flagged = GenerationJob.objects.filter(id=job.id, status=GenerationJob.Status.RUNNING).update(
             cancel_requested=True

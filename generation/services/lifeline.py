@@ -7,15 +7,16 @@ Every tick (JOB_CANCEL_POLL_SECONDS) it
    within its bound, in one UPDATE: a job stuck past its bound (a hung call the pipeline could
    not abandon, a hung database call) is not renewed, so its lease runs out and the rescuer
    takes it over;
-3. writes this process's heartbeat (WorkerHeartbeat), by which the rescuer tells a dead worker
-   from a live one;
-4. on shutdown (SIGTERM) gives every lease back at once and publishes the jobs again, so another
+3. settles the jobs their threads could not put back in the queue (the database was away when
+   their run stopped): it keeps their leases and queues them again once the database answers;
+4. writes this process's heartbeat (WorkerHeartbeat), by which the rescuer tells a dead worker
+   from a live one. In a worker process the lifeline beats for the life of the process;
+5. on shutdown (SIGTERM) gives every lease back at once and publishes the jobs again, so another
    worker continues them immediately and the run does not count.
 
-It also decides what this process may claim (`Lifeline.claim`): a suspect job (one whose worker
-died under it before it delivered an image) runs only on a worker that runs nothing else, until
-it delivers an image; while a suspect waits for such a worker, this worker takes no new ordinary
-jobs, so it empties. A death while a job ran alone can only be that job's doing.
+A suspect job (its worker died under it before it delivered an image) runs only in the
+quarantine worker, which runs one job at a time: `claim(alone=True)` there, `alone=False` in
+ordinary workers, and a job on the wrong side is published to the right queue.
 """
 
 from __future__ import annotations
@@ -37,14 +38,14 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from generation.models import GenerationJob, WorkerHeartbeat
+from generation.models import LEASE_RELEASED, GenerationJob, WorkerHeartbeat
+from generation.services.bounded import abandoned_calls_running
 from generation.services.dispatch import job_dispatch
+from generation.services.recovery import Interruption, RequeueOutcome, job_requeue
 
 logger = logging.getLogger(__name__)
 
-# How long a worker keeps declining ordinary jobs after a suspect asked to run alone on it; the
-# suspect's message comes back every DEFER_SECONDS while it waits, which keeps the drain armed.
-DRAIN_SECONDS = 5.0
+# How soon a job that may not run here now is offered again (a busy quarantine worker).
 DEFER_SECONDS = 1.0
 
 
@@ -54,14 +55,16 @@ class HeldJob:
 
     job_id: str
     token: str
-    alone: bool
+    alone: bool  # claimed in the quarantine worker with nothing else running in the process
+    suspect: bool  # claimed from the quarantine queue
     wake: threading.Event = field(default_factory=threading.Event)  # set with any flag below
     cancel: bool = False
     lost: bool = False
     handed_over: bool = False
-    progressed: bool = False
     # The lease is renewed only before this (monotonic) time: each step says how long it may take.
     step_deadline: float = 0.0
+    # Set when the job's thread could not queue the job again: the lifeline does it later.
+    parked: tuple[Interruption, str] | None = None
 
     def expect_step(self, seconds: float) -> None:
         self.step_deadline = time.monotonic() + seconds
@@ -73,7 +76,7 @@ class HeldJob:
 
 class Admission(StrEnum):
     CLAIMED = "claimed"
-    DEFERRED = "deferred"  # claimable, but not here and now: publish again later
+    DEFERRED = "deferred"  # claimable, but not here or not yet: publish again
     NOT_CLAIMABLE = "not_claimable"  # finished, canceled or running elsewhere
 
 
@@ -82,6 +85,7 @@ class ClaimResult:
     admission: Admission
     held: HeldJob | None = None
     retry_in: float = 0.0
+    suspect: bool = False  # which queue to publish a deferred job to
 
 
 class Lifeline:
@@ -93,11 +97,11 @@ class Lifeline:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._lock = threading.Lock()
         self._held: dict[str, HeldJob] = {}
-        self._drain_until = 0.0
         self._stopping = threading.Event()
         self._tick = threading.Event()
         self._last_renewal = 0.0
         self._thread: threading.Thread | None = None
+        self._for_life = False
 
     @classmethod
     def current(cls) -> Lifeline:
@@ -108,40 +112,49 @@ class Lifeline:
                 cls._instance_pid = os.getpid()
             return cls._instance
 
+    def run_for_life(self) -> None:
+        """A worker process: beat from now until the process ends, jobs or not, so a worker
+        that is alive always looks alive."""
+        self._for_life = True
+        self._ensure_thread()
+
     # -- claiming --------------------------------------------------------------------------
 
-    def claim(self, job_id: UUID | str) -> ClaimResult:
-        """Claim a queued job for this process if it may run here now (see the module docstring)."""
+    def claim(self, job_id: UUID | str, *, alone: bool = False) -> ClaimResult:
+        """Claim a queued job for this process: from the quarantine queue (`alone`) only a
+        suspect, from the ordinary queue only a job that is not one."""
         job_id = str(job_id)
+        row = (
+            GenerationJob.objects.filter(id=job_id)
+            .values("status", "cancel_requested", "suspect_crashes", "run_after")
+            .first()
+        )
+        if row is None or row["status"] != GenerationJob.Status.QUEUED or row["cancel_requested"]:
+            return ClaimResult(Admission.NOT_CLAIMABLE)
+        suspect = row["suspect_crashes"] > 0
+        if self._stopping.is_set() or suspect != alone:
+            return ClaimResult(Admission.DEFERRED, suspect=suspect)  # to the queue it belongs in, now
+        now = timezone.now()
+        if row["run_after"] is not None and row["run_after"] > now:
+            return ClaimResult(Admission.DEFERRED, retry_in=(row["run_after"] - now).total_seconds(), suspect=suspect)
         with self._lock:
-            if self._stopping.is_set():
-                return ClaimResult(Admission.DEFERRED, retry_in=0.0)
-            row = (
-                GenerationJob.objects.filter(id=job_id)
-                .values("status", "cancel_requested", "suspect_crashes", "run_after")
-                .first()
+            if alone and self._held:
+                return ClaimResult(Admission.DEFERRED, retry_in=DEFER_SECONDS, suspect=suspect)
+            # Alone means nothing else could have killed the process: no other job, and no
+            # abandoned call still running on a thread of its own.
+            held = HeldJob(
+                job_id=job_id,
+                token=secrets.token_hex(16),
+                alone=alone and abandoned_calls_running() == 0,
+                suspect=suspect,
             )
-            if row is None or row["status"] != GenerationJob.Status.QUEUED or row["cancel_requested"]:
-                return ClaimResult(Admission.NOT_CLAIMABLE)
-            now = timezone.now()
-            if row["run_after"] is not None and row["run_after"] > now:
-                return ClaimResult(Admission.DEFERRED, retry_in=(row["run_after"] - now).total_seconds())
-            suspect = row["suspect_crashes"] > 0
-            if suspect and self._held:
-                self._drain_until = time.monotonic() + DRAIN_SECONDS
-                return ClaimResult(Admission.DEFERRED, retry_in=DEFER_SECONDS)
-            if not suspect and (self._runs_a_suspect() or time.monotonic() < self._drain_until):
-                return ClaimResult(Admission.DEFERRED, retry_in=DEFER_SECONDS)
-            held = HeldJob(job_id=job_id, token=secrets.token_hex(16), alone=suspect)
-            if not self._claim_row(job_id, held, row["suspect_crashes"]):
-                return ClaimResult(Admission.NOT_CLAIMABLE)
             held.expect_step(settings.JOB_LEASE_SECONDS)
             self._held[job_id] = held
+        if not self._claim_row(job_id, held, row["suspect_crashes"]):
+            self.release(held)
+            return ClaimResult(Admission.NOT_CLAIMABLE)
         self._ensure_thread()
         return ClaimResult(Admission.CLAIMED, held=held)
-
-    def _runs_a_suspect(self) -> bool:
-        return any(held.alone and not held.progressed for held in self._held.values())
 
     def _claim_row(self, job_id: str, held: HeldJob, suspect_crashes: int) -> bool:
         """The conditional UPDATE that takes the job; it is ours only if exactly one row changed."""
@@ -169,15 +182,17 @@ class Lifeline:
         )
         return updated == 1
 
-    def progressed(self, held: HeldJob) -> None:
-        """The job delivered an image: it is no suspect any more, others may run beside it."""
-        held.progressed = True
-
     def release(self, held: HeldJob) -> None:
-        """The job's thread is done with it (finished, paused, lost or handed over)."""
+        """The job's thread is done with it (finished, queued again, lost or handed over)."""
         with self._lock:
-            if self._held.get(held.job_id) is held:
+            if self._held.get(held.job_id) is held and held.parked is None:
                 del self._held[held.job_id]
+
+    def park(self, held: HeldJob, interruption: Interruption, part: str) -> None:
+        """The job's thread could not queue the job again (the database is away): keep its
+        lease and let the lifeline do it when the database answers."""
+        held.parked = (interruption, part)
+        held.expect_step(settings.JOB_OUTAGE_BUDGET_SECONDS)
 
     @property
     def idle(self) -> bool:
@@ -209,25 +224,30 @@ class Lifeline:
                 self._thread.start()
 
     def _run(self) -> None:
-        """Tick until nothing is held; then close the connection and end (a claim starts it again)."""
-        self._beat_safely()
+        """Tick until nothing is held (or for life in a worker process)."""
+        self._tick_safely(poll=False)
         while True:
             # A claim is fresh: the first look at the jobs comes one tick after it.
             self._tick.wait(settings.JOB_CANCEL_POLL_SECONDS)
             self._tick.clear()
-            try:
-                if self._stopping.is_set():
-                    self._hand_over_all()
-                self._poll_and_renew()
-                self._beat()
-            except Exception:  # noqa: BLE001 - a database blip: keep going, the leases outlast it
-                logger.warning("lifeline tick failed; trying again", exc_info=True)
-                connection.close()
+            self._tick_safely(poll=True)
             with self._lock:
-                if not self._held:
+                if not self._held and not self._for_life:
                     self._thread = None
                     break
         connection.close()
+
+    def _tick_safely(self, *, poll: bool) -> None:
+        try:
+            if poll:
+                if self._stopping.is_set():
+                    self._hand_over_all()
+                self._poll_and_renew()
+                self._settle_parked()
+            self._beat()
+        except Exception:  # noqa: BLE001 - a database blip: keep going, the leases outlast it
+            logger.warning("lifeline tick failed; trying again", exc_info=True)
+            connection.close()
 
     def _poll_and_renew(self) -> None:
         held = self.held_jobs()
@@ -258,12 +278,17 @@ class Lifeline:
         )
         self._last_renewal = now_monotonic
 
-    def _beat_safely(self) -> None:
-        try:
-            self._beat()
-        except Exception:  # noqa: BLE001 - the next tick beats again
-            logger.warning("lifeline heartbeat failed; trying again", exc_info=True)
-            connection.close()
+    def _settle_parked(self) -> None:
+        for job in self.held_jobs():
+            if job.parked is None:
+                continue
+            interruption, part = job.parked
+            outcome = job_requeue(
+                job_id=job.job_id, fence=Q(lease_owner=job.token), interruption=interruption, part=part
+            )
+            logger.info("job %s settled by the lifeline: %s", job.job_id, outcome.value)
+            job.parked = None
+            self.release(job)
 
     def _beat(self) -> None:
         now = timezone.now()
@@ -285,15 +310,18 @@ class Lifeline:
                 id=job.job_id, lease_owner=job.token, status=GenerationJob.Status.RUNNING
             ).update(
                 status=GenerationJob.Status.QUEUED,
-                lease_owner="",
-                lease_worker="",
-                lease_expires_at=None,
-                ran_alone=False,
                 run_after=None,
                 dispatched_at=timezone.now(),
                 attempts=Greatest(F("attempts") - 1, 0),
+                **LEASE_RELEASED,
             )
             job.flag("handed_over")
+            if job.parked is not None:
+                job.parked = None
+                self.release(job)
             if given_back:
                 logger.info("job %s handed over on shutdown", job.job_id)
-                job_dispatch(job.job_id)
+                job_dispatch(job.job_id, suspect=job.suspect)
+
+
+__all__ = ["Admission", "ClaimResult", "HeldJob", "Lifeline", "RequeueOutcome"]

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import time
 from dataclasses import replace
 from enum import StrEnum
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -34,7 +33,7 @@ from generation.providers.base import (
 from generation.providers.registry import get_provider
 from generation.services.bounded import StepInterrupted, StepTimeout, call_bounded
 from generation.services.dispatch import job_dispatch
-from generation.services.faults import DATABASE_OUTAGE_ERRORS, InfrastructureFault, storage_part
+from generation.services.faults import DATABASE_OUTAGE_ERRORS, Backoff, InfrastructureFault, storage_part
 from generation.services.files import (
     archive_name_for,
     archive_store,
@@ -63,63 +62,69 @@ class RunOutcome(StrEnum):
     LEASE_LOST = "lease_lost"
     PAUSED = "paused"  # one of our parts failed; queued again with backoff
     HANDED_OVER = "handed_over"  # this worker is shutting down; another one continues
+    CLEARED = "cleared"  # a suspect delivered an image in quarantine; back to the ordinary workers
 
 
 class RunOutOfTime(Exception):
     pass
 
 
-def job_run(*, job_id: UUID | str) -> RunOutcome:
+def job_run(*, job_id: UUID | str, alone: bool = False) -> RunOutcome:
     """Run a job to a terminal state, resuming at its first missing image.
 
-    1. Claim it through this process's lifeline (or publish it again for later, or return
-       NOT_CLAIMED: someone else has it, or it is finished).
+    1. Claim it through this process's lifeline (or publish it again, to later or to the queue it
+       belongs in, or return NOT_CLAIMED: someone else has it, or it is finished). `alone`: this
+       is the quarantine worker, which runs suspects, one at a time, until their first image.
     2. Make the images not yet delivered, in order (see `_run_claimed`).
     3. Faults: our own parts failing pause the job with backoff; an unexpected error counts
        against the job (it may be poison); both put it back in the queue (`job_requeue`).
     """
     lifeline = Lifeline.current()
-    claim = lifeline.claim(job_id)
+    claim = lifeline.claim(job_id, alone=alone)
     if claim.admission is Admission.DEFERRED:
-        job_dispatch(job_id, countdown=claim.retry_in)
+        job_dispatch(job_id, countdown=claim.retry_in, suspect=claim.suspect)
         return RunOutcome.DEFERRED
     if claim.held is None:
         return RunOutcome.NOT_CLAIMED
     held = claim.held
-    fence = Q(lease_owner=held.token)
     try:
-        return _run_claimed(held, lifeline)
+        return _run_claimed(held)
     except InfrastructureFault as fault:
         logger.warning("job %s paused: %s", job_id, fault)
-        return _requeue(held, fence, Interruption.OUTAGE, fault.part)
+        return _requeue(held, lifeline, Interruption.OUTAGE, fault.part)
     except DATABASE_OUTAGE_ERRORS as error:
         logger.warning("job %s paused: database: %s", job_id, error)
         connection.close()  # a dropped connection: the next query opens a new one
-        return _requeue(held, fence, Interruption.OUTAGE, "database")
+        return _requeue(held, lifeline, Interruption.OUTAGE, "database")
     except Exception:
         logger.exception("job %s stopped on an unexpected error", job_id)
         connection.close()
-        return _requeue(held, fence, Interruption.JOB_ERROR)
+        return _requeue(held, lifeline, Interruption.JOB_ERROR)
     finally:
         lifeline.release(held)
 
 
-def _requeue(held: HeldJob, fence: Q, interruption: Interruption, part: str = "") -> RunOutcome:
+def _requeue(held: HeldJob, lifeline: Lifeline, interruption: Interruption, part: str = "") -> RunOutcome:
+    """Queue the job again; if the database is still away, the lifeline keeps its lease and does
+    it once the database answers (a live worker's job is never taken for a dead one's)."""
     try:
-        job_requeue(job_id=held.job_id, fence=fence, interruption=interruption, part=part)
-    except Exception:  # noqa: BLE001 - the database is still away: the lease runs out, the rescuer requeues
-        logger.warning("job %s could not be queued again now; the rescuer will", held.job_id, exc_info=True)
+        job_requeue(job_id=held.job_id, fence=Q(lease_owner=held.token), interruption=interruption, part=part)
+    except DATABASE_OUTAGE_ERRORS:
+        logger.warning("job %s could not be queued again now; its worker's lifeline will", held.job_id)
         connection.close()
+        lifeline.park(held, interruption, part)
     return RunOutcome.PAUSED
 
 
-def _run_claimed(held: HeldJob, lifeline: Lifeline) -> RunOutcome:
+def _run_claimed(held: HeldJob) -> RunOutcome:
     """1. Load the job; delete a file an earlier run wrote but never recorded.
     2. Prepare its input images once (decoded, downsized to what the provider needs).
     3. For each image not yet delivered: stop if interrupted (cancel, lost lease, shutdown) or
        out of time; ask the provider, retrying transient errors with backoff; store the file;
        record it with its progress and price in one short transaction fenced by the lease.
     4. Store the zip of a multi-image job (best effort) and finish it as succeeded.
+    A suspect in quarantine stops after its first image: cleared, it goes back to the ordinary
+    workers for the rest.
     """
     deadline = time.monotonic() + settings.JOB_TIME_LIMIT_SECONDS
     fence = Q(lease_owner=held.token)
@@ -160,7 +165,10 @@ def _run_claimed(held: HeldJob, lifeline: Lifeline) -> RunOutcome:
             return _out_of_time(held, index)
         if not _record_output(job, index, result, held):
             return RunOutcome.LEASE_LOST
-        lifeline.progressed(held)
+        if held.suspect and len(delivered) + 1 < job.total_outputs:
+            job_requeue(job_id=held.job_id, fence=Q(lease_owner=held.token), interruption=Interruption.CLEARED)
+            return RunOutcome.CLEARED
+        delivered.add(index)
     return _finish_succeeded(job, held)
 
 
@@ -244,36 +252,31 @@ def _record_output(job: GenerationJob, index: int, result: ProviderOutput, held:
             timeout=settings.STORAGE_TIMEOUT_SECONDS,
             what="image write",
         )
-    progressed = 0
-    try:
-        with transaction.atomic():
-            progressed = GenerationJob.objects.filter(
-                id=job.id, lease_owner=held.token, status=GenerationJob.Status.RUNNING
-            ).update(
-                completed_outputs=F("completed_outputs") + 1,
-                heartbeat_at=timezone.now(),
-                pending_file="",
-                # A delivered image clears every suspicion and ends any outage.
-                suspect_crashes=0,
-                crashes_alone=0,
-                pauses=0,
-                outage_since=None,
+    with transaction.atomic():
+        progressed = GenerationJob.objects.filter(
+            id=job.id, lease_owner=held.token, status=GenerationJob.Status.RUNNING
+        ).update(
+            completed_outputs=F("completed_outputs") + 1,
+            heartbeat_at=timezone.now(),
+            pending_file="",
+            # A delivered image clears every suspicion and ends any outage.
+            suspect_crashes=0,
+            crashes_alone=0,
+            pauses=0,
+            outage_since=None,
+        )
+        if progressed == 1:
+            GeneratedOutput.objects.create(
+                job=job,
+                index=index,
+                file=name,
+                mime=result.mime,
+                width=result.width,
+                height=result.height,
+                bytes=len(result.content),
+                sha256=hashlib.sha256(result.content).hexdigest(),
             )
-            if progressed == 1:
-                GeneratedOutput.objects.create(
-                    job=job,
-                    index=index,
-                    file=name,
-                    mime=result.mime,
-                    width=result.width,
-                    height=result.height,
-                    bytes=len(result.content),
-                    sha256=hashlib.sha256(result.content).hexdigest(),
-                )
-                credits_capture(team_id=job.team_id, job_id=job.id, output_index=index, amount=job.credits_per_output)
-    except IntegrityError:
-        # The index is recorded already, by a run that took the lease over: this file is not needed.
-        progressed = 0
+            credits_capture(team_id=job.team_id, job_id=job.id, output_index=index, amount=job.credits_per_output)
     if progressed != 1:
         storage_delete_quietly(name)  # the name is this run's own: nobody else refers to it
         return False
@@ -284,7 +287,7 @@ def _generate_with_retries(
     provider: Provider, request: OutputRequest, held: HeldJob, deadline: float
 ) -> ProviderOutput:
     """Call the provider within bounds; on a transient error (or a call that overran its timeout
-    and was abandoned, uncharged) wait (exponential backoff with full jitter, or the provider's
+    and was abandoned, uncharged) wait (exponential backoff with jitter, or the provider's
     Retry-After) and try again, at most JOB_MAX_IMAGE_RETRIES times. A cancel, a lost lease or a
     shutdown interrupts both the call and the wait."""
     retries = settings.JOB_MAX_IMAGE_RETRIES
@@ -310,9 +313,14 @@ def _generate_with_retries(
             )
         except TransientProviderError as transient:
             error = transient
+        except (PermanentProviderError, StepInterrupted):
+            raise
+        except Exception as leaked:  # noqa: BLE001 - an SDK's own network error, unwrapped by its adapter
+            logger.warning("job %s image %d: provider call raised %r", held.job_id, request.index + 1, leaked)
+            error = TransientProviderError(f"The provider call failed: {leaked}", code="PROVIDER_ERROR")
         if attempt == retries:
             raise error
-        delay = _backoff_seconds(attempt, error.retry_after)
+        delay = Backoff.for_provider_retries().delay(attempt, error.retry_after)
         logger.info(
             "job %s image %d: %s (%s); retry %d/%d in %.1fs",
             held.job_id,
@@ -330,14 +338,6 @@ def _generate_with_retries(
             held.flag("cancel")
             raise StepInterrupted("retry wait")
     raise AssertionError("unreachable")
-
-
-def _backoff_seconds(attempt: int, retry_after: float | None) -> float:
-    ceiling = settings.JOB_RETRY_MAX_SECONDS
-    if retry_after is not None:
-        return min(max(retry_after, 0.0), ceiling)
-    exponential = min(ceiling, settings.JOB_RETRY_BASE_SECONDS * (2**attempt))
-    return random.uniform(exponential / 2, exponential)
 
 
 def _output_request(job: GenerationJob, index: int, inputs: JobInputs) -> OutputRequest:

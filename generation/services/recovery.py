@@ -16,15 +16,17 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from generation.models import GenerationJob
+from generation.models import LEASE_RELEASED, GenerationJob
 from generation.services.dispatch import job_dispatch_on_commit
-from generation.services.faults import PauseBackoff, outage_budget_spent, outage_message, poison_message
+from generation.services.faults import Backoff, outage_budget_spent, outage_message, poison_message
 from generation.services.lifecycle import job_finish
 
 logger = logging.getLogger(__name__)
 
 
 class Interruption(StrEnum):
+    # A suspect delivered an image in quarantine: back to the ordinary workers, nothing counted.
+    CLEARED = "cleared"
     # The worker process died (SIGKILL, OOM, host loss) under the job.
     WORKER_DIED = "worker_died"
     # The job's own run raised an unexpected error (not one of our parts failing).
@@ -46,14 +48,16 @@ def job_requeue(
     """Queue a running job again after `interruption`, with backoff, or end it.
 
     1. A cancel that was asked for wins: the job ends canceled.
-    2. WORKER_DIED after the run delivered an image: queued again at once, nothing counted.
-    3. WORKER_DIED without a new image, or JOB_ERROR: the job becomes (more of) a suspect and
-       runs alone next time. What counts towards JOB_POISON_CRASHES, which fails it as a poison
-       job: an error of its own, and a death while it ran alone with no other worker death
-       since its previous one (`death_number` is the rescuer's count of deaths; when workers
-       die all around, a death while alone proves nothing). However flaky the machines, a job
-       is failed after 3 x JOB_POISON_CRASHES deaths in a row without an image. Backoff grows
-       with the suspicion.
+    2. CLEARED, or WORKER_DIED after the run delivered an image: queued again at once, nothing
+       counted (the image cleared every suspicion).
+    3. WORKER_DIED without a new image: the job becomes (more of) a suspect and runs in the
+       quarantine worker, alone, next time. A death there counts towards JOB_POISON_CRASHES,
+       which fails it as a poison job, if no other worker died since the job's previous death
+       (`death_number` is the rescuer's count of deaths: when workers die all around, a death
+       while alone proves nothing). However flaky the machines, 3 x JOB_POISON_CRASHES deaths in
+       a row without an image fail it. Backoff grows with the suspicion.
+    JOB_ERROR (an unexpected error in its own run; it killed nothing) counts towards
+       JOB_POISON_CRASHES directly, without making the job a suspect.
     4. OUTAGE: a pause with backoff, bounded only by the outage budget (time without an image).
     Every change is fenced by `fence` (the lease the caller holds or saw expire).
     """
@@ -69,24 +73,31 @@ def job_requeue(
         if job.cancel_requested:
             job_finish(job_id=job.id, fence=fence, status=GenerationJob.Status.CANCELED)
             return RequeueOutcome.CANCELED
-        backoff = PauseBackoff.from_settings()
+        backoff = Backoff.for_pauses()
         changes: dict[str, object] = {}
         delay = 0.0
         progressed = job.completed_outputs > job.claim_completed
-        if interruption is Interruption.WORKER_DIED and progressed:
+        if interruption is Interruption.CLEARED or (interruption is Interruption.WORKER_DIED and progressed):
             pass
-        elif interruption in (Interruption.WORKER_DIED, Interruption.JOB_ERROR):
-            if interruption is Interruption.JOB_ERROR:
-                counts = True
-            else:
-                counts = job.ran_alone and death_number is not None and job.last_death_seen == death_number - 1
-                changes["last_death_seen"] = death_number or job.last_death_seen
+        elif interruption is Interruption.JOB_ERROR:
+            crashes_alone = job.crashes_alone + 1
+            if crashes_alone >= settings.JOB_POISON_CRASHES:
+                _fail_poison(job, fence, interruption, crashes_alone)
+                return RequeueOutcome.FAILED
+            changes["crashes_alone"] = crashes_alone
+            delay = backoff.delay(crashes_alone - 1)
+        elif interruption is Interruption.WORKER_DIED:
+            counts = job.ran_alone and death_number is not None and job.last_death_seen == death_number - 1
             crashes_alone = job.crashes_alone + (1 if counts else 0)
             suspect_crashes = job.suspect_crashes + 1
             if crashes_alone >= settings.JOB_POISON_CRASHES or suspect_crashes >= 3 * settings.JOB_POISON_CRASHES:
                 _fail_poison(job, fence, interruption, suspect_crashes)
                 return RequeueOutcome.FAILED
-            changes.update(suspect_crashes=suspect_crashes, crashes_alone=crashes_alone)
+            changes.update(
+                suspect_crashes=suspect_crashes,
+                crashes_alone=crashes_alone,
+                last_death_seen=death_number or job.last_death_seen,
+            )
             delay = backoff.delay(job.suspect_crashes)
         else:
             outage_since = job.outage_since or now
@@ -104,16 +115,14 @@ def job_requeue(
         run_after = now + timedelta(seconds=delay) if delay else None
         GenerationJob.objects.filter(id=job.id).update(
             status=GenerationJob.Status.QUEUED,
-            lease_owner="",
-            lease_worker="",
-            lease_expires_at=None,
-            ran_alone=False,
             run_after=run_after,
             # The rescuer re-publishes a queued job nobody claimed this long after it was due.
             dispatched_at=run_after or now,
+            **LEASE_RELEASED,
             **changes,
         )
-        job_dispatch_on_commit(job.id, countdown=delay)
+        suspect = int(changes.get("suspect_crashes", job.suspect_crashes)) > 0  # type: ignore[call-overload]
+        job_dispatch_on_commit(job.id, countdown=delay, suspect=suspect)
     logger.warning(
         "job %s %s%s; queued again in %.1fs (image %d of %d next)",
         job_id,

@@ -58,19 +58,28 @@ def jobs_rescue() -> RescueReport:
     for job_id in GenerationJob.objects.filter(status=GenerationJob.Status.QUEUED, cancel_requested=True).values_list(
         "id", flat=True
     )[:BATCH]:
-        report.canceled += job_finish(job_id=job_id, fence=Q(status=GenerationJob.Status.QUEUED), status="canceled")
+        try:
+            report.canceled += job_finish(
+                job_id=job_id, fence=Q(status=GenerationJob.Status.QUEUED), status=GenerationJob.Status.CANCELED
+            )
+        except Exception:  # noqa: BLE001 - one bad job must not stop the rescue of the others
+            logger.exception("cancel of queued job %s failed; will try again next pass", job_id)
 
     unclaimed_since = now - timedelta(seconds=settings.JOB_REDISPATCH_AFTER_SECONDS)
     waiting = GenerationJob.objects.filter(
         status=GenerationJob.Status.QUEUED, cancel_requested=False, dispatched_at__lt=unclaimed_since
-    ).values_list("id", "dispatched_at")[:BATCH]
-    for job_id, dispatched_at in waiting:
-        with transaction.atomic():
-            claimed = GenerationJob.objects.filter(
-                id=job_id, status=GenerationJob.Status.QUEUED, dispatched_at=dispatched_at
-            ).update(dispatched_at=now)
-            if claimed:
-                job_dispatch_on_commit(job_id)
+    ).values_list("id", "dispatched_at", "suspect_crashes")[:BATCH]
+    for job_id, dispatched_at, suspect_crashes in waiting:
+        try:
+            with transaction.atomic():
+                claimed = GenerationJob.objects.filter(
+                    id=job_id, status=GenerationJob.Status.QUEUED, dispatched_at=dispatched_at
+                ).update(dispatched_at=now)
+                if claimed:
+                    job_dispatch_on_commit(job_id, suspect=suspect_crashes > 0)
+        except Exception:  # noqa: BLE001 - one bad job must not stop the rescue of the others
+            logger.exception("re-publishing job %s failed; will try again next pass", job_id)
+            continue
         report.redispatched += claimed
 
     WorkerHeartbeat.objects.filter(beat_at__lt=now - HEARTBEAT_RETENTION).exclude(name=RESCUER_ROW).delete()
@@ -108,7 +117,8 @@ def _rescue_stale(now: datetime, db_up_since: datetime, report: RescueReport) ->
     A lease is looked at only a little after it ran out, so that a live worker has beaten since.
     """
     lease = timedelta(seconds=settings.JOB_LEASE_SECONDS)
-    settle = timedelta(seconds=2 * settings.JOB_CANCEL_POLL_SECONDS + 1)
+    # Long enough for a live worker to have beaten (and renewed) since the expiry.
+    settle = timedelta(seconds=max(2 * settings.JOB_CANCEL_POLL_SECONDS + 1, settings.JOB_LEASE_SECONDS / 3))
     stale = list(
         GenerationJob.objects.filter(status=GenerationJob.Status.RUNNING, lease_expires_at__lt=now - settle).values(
             "id", "lease_owner", "lease_worker", "lease_expires_at"

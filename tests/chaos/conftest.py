@@ -33,6 +33,7 @@ from tests.processes import (
     ManagedProcess,
     child_environment,
     start_beat,
+    start_quarantine,
     start_redis,
     start_rescuer,
     start_web,
@@ -71,6 +72,7 @@ class ChaosStack:
     redis_port: int
     web: ManagedProcess
     base_url: str
+    quarantine: ManagedProcess
     rescuer: ManagedProcess
     beat: ManagedProcess
     workers: list[ManagedProcess] = field(default_factory=list)
@@ -91,6 +93,18 @@ class ChaosStack:
         self.workers[index] = worker
         return worker
 
+    def restart_dead_workers(self) -> int:
+        """What a process supervisor does: start again every worker that died. Returns how many."""
+        dead = 0
+        for index, worker in enumerate(self.workers):
+            if not worker.running:
+                dead += 1
+                self.replace_worker(index)
+        if not self.quarantine.running:
+            dead += 1
+            self.quarantine = start_quarantine(self.env, self.log_dir)
+        return dead
+
     def kill_redis(self) -> None:
         self.redis.kill()
 
@@ -102,12 +116,12 @@ class ChaosStack:
         return Path(self.env["ATELIER_VAR_DIR"]) / "media"
 
     def stop(self) -> None:
-        for process in [*self.workers, self.rescuer, self.beat, self.web, *self.extra]:
+        for process in [*self.workers, self.quarantine, self.rescuer, self.beat, self.web, *self.extra]:
             process.kill()
         self.redis.kill()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.log()[-4000:]}" for p in [*self.workers, self.rescuer])
+        return "\n".join(f"--- {p.name}\n{p.log()[-4000:]}" for p in [*self.workers, self.quarantine, self.rescuer])
 
 
 @pytest.fixture
@@ -132,6 +146,7 @@ def make_chaos_stack(django_db_setup, django_db_blocker, tmp_path: Path) -> Iter
             redis_port=port,
             web=web,
             base_url=base_url,
+            quarantine=start_quarantine(env, tmp_path),
             rescuer=start_rescuer(env, tmp_path),
             beat=start_beat(env, tmp_path),
         )
