@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
 from credits.models import CreditAccount, LedgerEntry
@@ -76,28 +76,23 @@ def credits_audit() -> AuditReport:
 
     # A retry carries its predecessors' images over (carried_from set) and holds only for the
     # others; an index a chain made or charged twice is a race that started two retries.
-    made_twice = (
-        GeneratedOutput.objects.filter(carried_from__isnull=True)
-        .annotate(chain=Coalesce("job__chain_root_id", "job_id"))
-        .values("chain", "index")
-        .annotate(times=Count("id"))
-        .filter(times__gt=1)
-        .order_by("chain", "index")
-    )
-    for made in made_twice:
-        report.job_problems.append(
-            f"chain of job {made['chain']}: image index {made['index']} made {made['times']} times by its jobs"
-        )
-    captured_twice = (
-        LedgerEntry.objects.filter(kind=LedgerEntry.Kind.CAPTURE, job__isnull=False)
-        .annotate(chain=Coalesce("job__chain_root_id", "job_id"))
-        .values("chain", "output_index")
-        .annotate(times=Count("id"))
-        .filter(times__gt=1)
-        .order_by("chain", "output_index")
-    )
-    for charged in captured_twice:
-        report.job_problems.append(
-            f"chain of job {charged['chain']}: image index {charged['output_index']} captured {charged['times']} times"
-        )
+    outputs = GeneratedOutput.objects.filter(carried_from__isnull=True)
+    for chain, index, times in _twice_in_a_chain(outputs, "index"):
+        report.job_problems.append(f"chain of job {chain}: image index {index} made {times} times by its jobs")
+    captures = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.CAPTURE, job__isnull=False)
+    for chain, index, times in _twice_in_a_chain(captures, "output_index"):
+        report.job_problems.append(f"chain of job {chain}: image index {index} captured {times} times")
     return report
+
+
+def _twice_in_a_chain(rows: QuerySet, index_field: str) -> list[tuple[object, int, int]]:
+    """(chain, index, times) for each image index that `rows` (outputs or captures, each with a
+    `job`) hold more than once within one retry chain: the chain's first job or the job itself."""
+    return list(
+        rows.annotate(chain=Coalesce("job__chain_root_id", "job_id"))
+        .values("chain", index_field)
+        .annotate(times=Count("id"))
+        .filter(times__gt=1)
+        .order_by("chain", index_field)
+        .values_list("chain", index_field, "times")
+    )

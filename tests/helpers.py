@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import F, Q
+from django.utils import timezone
 
 from credits.services import credits_capture
-from generation.models import GeneratedOutput, GenerationJob
+from generation.models import GeneratedOutput, GenerationJob, WorkerHeartbeat
 from generation.services.lifecycle import job_finish
+from generation.services.rescue import RESCUER_ROW, RescueReport, jobs_rescue
 
 
 def job_deliver(*, job: GenerationJob, indexes: Iterable[int]) -> None:
@@ -34,17 +38,9 @@ def job_fail(*, job: GenerationJob) -> None:
     assert job_finish(job_id=job.id, fence=Q(), status=GenerationJob.Status.FAILED, error_code="TEST")
 
 
-def rescue_pass():  # type: ignore[no-untyped-def]
+def rescue_pass() -> RescueReport:
     """One rescuer pass now, as if the last one ran an interval ago and the database had been up
     for long (the rescuer runs at most once per interval, and judges dead workers only then)."""
-    from datetime import timedelta
-
-    from django.conf import settings
-    from django.utils import timezone
-
-    from generation.models import WorkerHeartbeat
-    from generation.services.rescue import RESCUER_ROW, jobs_rescue
-
     now = timezone.now()
     WorkerHeartbeat.objects.update_or_create(
         name=RESCUER_ROW,
@@ -58,12 +54,5 @@ def rescue_pass():  # type: ignore[no-untyped-def]
 
 def rescuer_just_back() -> None:
     """The rescuer's last pass was long ago: the database (or beat) was away until now."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from generation.models import WorkerHeartbeat
-    from generation.services.rescue import RESCUER_ROW
-
     long_ago = timezone.now() - timedelta(hours=1)
     WorkerHeartbeat.objects.update_or_create(name=RESCUER_ROW, defaults={"beat_at": long_ago, "up_since": long_ago})
