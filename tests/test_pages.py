@@ -287,4 +287,5 @@ def test_a_job_paused_by_an_outage_says_so_and_the_poll_notices_the_pause(alice,
     assert after.status_code == 200  # not a stale 304
     page = after.content.decode()
     assert "Paused: part of Atelier is briefly unavailable" in page
+    assert '<span class="badge queued" data-testid="status">Paused</span>' in page
     assert 'hx-trigger="every 1s"' in page  # still watching: it resumes by itself
