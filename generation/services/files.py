@@ -8,6 +8,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -15,6 +16,7 @@ from django.db.models import Q
 from django.db.models.fields.files import FieldFile
 
 from generation.models import GeneratedOutput, GenerationJob
+from generation.services.bounded import call_bounded
 from generation.services.faults import storage_part
 
 logger = logging.getLogger(__name__)
@@ -98,15 +100,20 @@ def pending_file_discard(*, job: GenerationJob, fence: Q) -> None:
     referenced = GeneratedOutput.objects.filter(job=job, file=name).exists() or job.archive.name == name
     if not referenced:
         with storage_part():
-            default_storage.delete(name)
+            storage_delete(name)
     GenerationJob.objects.filter(fence, id=job.id, pending_file=name).update(pending_file="")
     job.pending_file = ""
+
+
+def storage_delete(name: str) -> None:
+    """Delete a stored file, bounded by STORAGE_TIMEOUT_SECONDS like every storage call."""
+    call_bounded(lambda: default_storage.delete(name), timeout=settings.STORAGE_TIMEOUT_SECONDS, what="storage delete")
 
 
 def storage_delete_quietly(name: str) -> None:
     if not name:
         return
     try:
-        default_storage.delete(name)
+        storage_delete(name)
     except Exception:  # noqa: BLE001 - an orphan file is harmless; a crash here is not
         logger.warning("could not delete %s; it is left as an orphan", name, exc_info=True)

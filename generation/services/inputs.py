@@ -31,6 +31,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 
 from generation.models import GenerationJob, InputAsset, JobReference
 from generation.providers.base import PermanentProviderError, Provider, ReferenceImage
+from generation.services.bounded import call_bounded
 from generation.services.faults import storage_part
 from generation.services.files import stored_name
 
@@ -365,8 +366,14 @@ def _read(asset: InputAsset) -> bytes:
     """The asset's bytes. Any storage failure, a missing file included, is an outage (the job
     pauses): assets are protected from deletion while a job uses them, so a file that is not
     there is a volume or bucket that is not reachable right now."""
-    with storage_part(), default_storage.open(stored_name(asset.file), "rb") as handle:
-        return handle.read()  # type: ignore[no-any-return]
+    name = stored_name(asset.file)
+
+    def read() -> bytes:
+        with default_storage.open(name, "rb") as handle:
+            return handle.read()  # type: ignore[no-any-return]
+
+    with storage_part():
+        return call_bounded(read, timeout=settings.STORAGE_TIMEOUT_SECONDS, what="input read")
 
 
 def _orientation(image: Image.Image) -> int:
