@@ -21,6 +21,7 @@ from generation.models import GeneratedOutput, GenerationJob
 from generation.services.bounded import StepInterrupted, StepTimeout, call_bounded
 from generation.services.lifeline import Lifeline
 from generation.services.pipeline import RunOutcome, job_run
+from generation.services.recovery import Interruption
 from generation.services.submit import JobSpec, job_submit
 from tests.helpers import rescue_pass
 from tests.processes import wait_until
@@ -242,3 +243,20 @@ def test_a_cancel_during_a_hung_provider_call_ends_the_job_within_a_second(alice
     thread.join(timeout=settings.JOB_CANCEL_POLL_SECONDS + 2)
     assert outcome == [RunOutcome.CANCELED]
     assert job_credits(job.id) == JobCredits(held=2, captured=0, released=2)
+
+
+def test_a_job_its_thread_could_not_queue_again_is_settled_by_the_lifeline(alice):
+    job = new_job(alice)
+    lifeline = Lifeline.current()
+    claim = lifeline.claim(job.id)
+    assert claim.held is not None
+    # The database went away just as the run stopped: the thread parks the job and returns.
+    lifeline.park(claim.held, Interruption.OUTAGE, "database")
+    lifeline.release(claim.held)
+    assert not lifeline.idle  # still held: its lease is kept, its worker keeps beating
+    wait_until(
+        lambda: GenerationJob.objects.filter(id=job.id, status="queued", pauses=1).exists(),
+        timeout=10,
+        message="the lifeline to queue the parked job again",
+    )
+    wait_until(lambda: lifeline.idle, timeout=10, message="the lifeline to let go of it")

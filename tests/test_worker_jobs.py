@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import io
 import zipfile
+from datetime import timedelta
 
 import pytest
 from celery.app.defaults import NAMESPACES, flatten
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from PIL import Image
 
 from config.celery import app as celery_app
 from credits.services import JobCredits, job_credits
-from generation.models import GeneratedOutput, GenerationJob, Look
+from generation.models import GeneratedOutput, GenerationJob, Look, WorkerHeartbeat
 from generation.services.lifecycle import job_cancel
+from generation.services.rescue import RESCUER_ROW
 from generation.services.submit import JobSpec, job_submit
 from tests.conftest import wait_for_finish, wait_for_job
+from tests.processes import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -116,6 +120,17 @@ def test_worker_runs_with_the_configured_pool_prefetch_and_acks(stack):
     assert stats[rescuer_name]["pool"]["implementation"] == "celery.concurrency.solo:TaskPool"
     queues = {name: {queue["name"] for queue in active} for name, active in inspector.active_queues().items()}
     assert (queues[worker_name], queues[rescuer_name]) == ({"jobs"}, {"rescue"})
+    # Job workers beat for their whole life, idle or not, so a live worker never looks dead.
+    wait_until(
+        lambda: (
+            WorkerHeartbeat.objects.exclude(name=RESCUER_ROW)
+            .filter(beat_at__gte=timezone.now() - timedelta(seconds=5))
+            .count()
+            >= 2
+        ),  # the worker and the quarantine worker
+        timeout=15,
+        message="the idle workers' heartbeats",
+    )
     # The worker loaded the Django settings, and Celery resolves them to the names it uses.
     worker_conf = inspector.conf(with_defaults=False)[worker_name]
     assert worker_conf["CELERY_TASK_ACKS_LATE"] is True
