@@ -40,7 +40,7 @@ test: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} TEST_REDIS_URL=$${TEST_REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(BIN)/python -m pytest --ignore=tests/chaos $(PYTEST_ARGS)
 
-# The chaos suite: faults injected into the real stack (about 10 minutes); prints its figures.
+# The chaos suite: faults injected into the real stack (about 7 minutes); prints its figures.
 chaos: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 		$(BIN)/python -m pytest tests/chaos -p no:cacheprovider -s -q $(PYTEST_ARGS)
