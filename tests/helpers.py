@@ -13,6 +13,8 @@ from credits.services import credits_capture
 from generation.models import GeneratedOutput, GenerationJob, WorkerHeartbeat
 from generation.services.lifecycle import job_finish
 from generation.services.rescue import RESCUER_ROW, RescueReport, jobs_rescue
+from generation.services.retry import job_retry
+from generation.services.submit import JobSpec, job_submit
 
 
 def job_deliver(*, job: GenerationJob, indexes: Iterable[int]) -> None:
@@ -36,6 +38,25 @@ def job_deliver(*, job: GenerationJob, indexes: Iterable[int]) -> None:
 def job_fail(*, job: GenerationJob) -> None:
     """The job ends as failed (its unused hold released), whoever runs it."""
     assert job_finish(job_id=job.id, fence=Q(), status=GenerationJob.Status.FAILED, error_code="TEST")
+
+
+# A retry chain as failed_chain makes it: 10 images, 2 made by the job, 2 by its first retry.
+IMAGES_IN_A_CHAIN = 10
+MADE_BY_ORIGINAL = [0, 1]
+MADE_BY_FIRST_RETRY = [2, 3]
+
+
+def failed_chain(person, name: str) -> tuple[GenerationJob, GenerationJob]:  # type: ignore[no-untyped-def]
+    """A failed job that delivered two images and its failed retry that delivered two more."""
+    spec = JobSpec(prompt=name, count=IMAGES_IN_A_CHAIN)
+    original = job_submit(team=person.team, user=person.user, spec=spec).job
+    job_deliver(job=original, indexes=MADE_BY_ORIGINAL)
+    job_fail(job=original)
+    first_retry, created = job_retry(job=original, user=person.user)
+    assert created
+    job_deliver(job=first_retry, indexes=MADE_BY_FIRST_RETRY)
+    job_fail(job=first_retry)
+    return original, first_retry
 
 
 def rescue_pass() -> RescueReport:

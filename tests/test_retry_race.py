@@ -16,16 +16,14 @@ from credits.models import CreditAccount, LedgerEntry
 from generation.models import ACTIVE_STATUSES, GenerationJob
 from generation.services.retry import job_retry
 from generation.services.submit import JobSpec, job_submit
-from tests.helpers import job_deliver, job_fail
+from tests.helpers import IMAGES_IN_A_CHAIN as IMAGES
+from tests.helpers import MADE_BY_FIRST_RETRY, MADE_BY_ORIGINAL, failed_chain, job_fail
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 JOBS = "/api/v1/jobs"
 RACES = 20
-IMAGES = 10
-MADE_BY_ORIGINAL = [0, 1]
-MADE_BY_FIRST_RETRY = [2, 3]
 MISSING = IMAGES - len(MADE_BY_ORIGINAL) - len(MADE_BY_FIRST_RETRY)
 OUTCOMES = {201: "created", 200: "returned"}
 
@@ -36,18 +34,6 @@ class Race:
     first_retry: GenerationJob
     status_codes: list[int]
     answered_ids: set[str]
-
-
-def failed_chain(person, name: str) -> tuple[GenerationJob, GenerationJob]:
-    """A failed job that delivered two images and its failed retry that delivered two more."""
-    original = job_submit(team=person.team, user=person.user, spec=JobSpec(prompt=name, count=IMAGES)).job
-    job_deliver(job=original, indexes=MADE_BY_ORIGINAL)
-    job_fail(job=original)
-    first_retry, created = job_retry(job=original, user=person.user)
-    assert created
-    job_deliver(job=first_retry, indexes=MADE_BY_FIRST_RETRY)
-    job_fail(job=first_retry)
-    return original, first_retry
 
 
 def post_at_once(person, paths: list[str]) -> list:

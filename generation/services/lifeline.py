@@ -41,7 +41,7 @@ from django.utils import timezone
 from generation.models import LEASE_RELEASED, GenerationJob, WorkerHeartbeat
 from generation.services.bounded import abandoned_calls_running
 from generation.services.dispatch import job_dispatch
-from generation.services.recovery import Interruption, RequeueOutcome, job_requeue
+from generation.services.recovery import Interruption, job_requeue
 
 logger = logging.getLogger(__name__)
 
@@ -322,6 +322,3 @@ class Lifeline:
             if given_back:
                 logger.info("job %s handed over on shutdown", job.job_id)
                 job_dispatch(job.job_id, suspect=job.suspect)
-
-
-__all__ = ["Admission", "ClaimResult", "HeldJob", "Lifeline", "RequeueOutcome"]

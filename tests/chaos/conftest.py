@@ -8,12 +8,7 @@ it did, what it checked and its figures.
 
 from __future__ import annotations
 
-import os
-import random
-import shutil
-import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -248,21 +243,3 @@ def run_in_background(target: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread
-
-
-__all__ = [
-    "ChaosStack",
-    "StorageOutage",
-    "api",
-    "assert_books_clean",
-    "os",
-    "random",
-    "report",
-    "run_in_background",
-    "shutil",
-    "signal",
-    "submit_jobs",
-    "terminate_backends",
-    "time",
-    "wait_all_finished",
-]

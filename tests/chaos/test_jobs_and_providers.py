@@ -17,8 +17,8 @@ from credits.services import JobCredits, credits_hold, job_credits
 from generation.models import ACTIVE_STATUSES, GenerationJob, InputAsset
 from tests.chaos.conftest import api, assert_books_clean, report, submit_jobs, wait_all_finished
 from tests.factories import big_png_bytes
+from tests.helpers import failed_chain
 from tests.processes import wait_until
-from tests.test_retry_race import failed_chain
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.chaos]
 
