@@ -288,7 +288,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Generation -------------------------------------------------------------------------------
-GENERATION_DEFAULT_PROVIDER = env_choice("GENERATION_DEFAULT_PROVIDER", "local", {"local", "openai", "gemini"})
+GENERATION_DEFAULT_PROVIDER = env_choice(
+    "GENERATION_DEFAULT_PROVIDER", "local", {"local", "openai", "gemini", "vertex"}
+)
 GENERATION_MAX_OUTPUTS = 10
 # A claimed job's lease; the worker renews it every third of this while it works.
 JOB_LEASE_SECONDS = env_float("JOB_LEASE_SECONDS", 30.0, minimum=2.0)
@@ -344,8 +346,23 @@ LOCAL_PROVIDER_CRASH_WORD = env_str("LOCAL_PROVIDER_CRASH_WORD", "")
 # LOCAL_PROVIDER_HANG_SECONDS, ignoring its timeout (a wedged connection). Empty is off.
 LOCAL_PROVIDER_HANG_WORD = env_str("LOCAL_PROVIDER_HANG_WORD", "")
 LOCAL_PROVIDER_HANG_SECONDS = env_float("LOCAL_PROVIDER_HANG_SECONDS", 60.0, minimum=0.0)
+# Providers (generation/providers/catalog.py lists their models). Each is offered only when its
+# credentials are set. The SDKs read their own base-URL variables (OPENAI_BASE_URL,
+# GOOGLE_GEMINI_BASE_URL, GOOGLE_VERTEX_BASE_URL) from the environment.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
+OPENAI_DEFAULT_MODEL = env_str("OPENAI_DEFAULT_MODEL", "gpt-image-2")
 GEMINI_API_KEY = env_str("GEMINI_API_KEY", "")
+GEMINI_DEFAULT_MODEL = env_str("GEMINI_DEFAULT_MODEL", "gemini-2.5-flash-image")
+# Vertex AI (Imagen and Veo): an express-mode API key, or a project and location with
+# application default credentials.
+VERTEX_API_KEY = env_str("VERTEX_API_KEY", "")
+GOOGLE_CLOUD_PROJECT = env_str("GOOGLE_CLOUD_PROJECT", "")
+GOOGLE_CLOUD_LOCATION = env_str("GOOGLE_CLOUD_LOCATION", "")
+VERTEX_DEFAULT_MODEL = env_str("VERTEX_DEFAULT_MODEL", "imagen-4.0-generate-001")
+# How often a worker asks how a long-running operation (a Veo clip) is doing, and how long one
+# may run before the job gives up on it (it is not charged then).
+PROVIDER_POLL_SECONDS = env_float("PROVIDER_POLL_SECONDS", 5.0, minimum=0.05)
+PROVIDER_OPERATION_TIMEOUT_SECONDS = env_float("PROVIDER_OPERATION_TIMEOUT_SECONDS", 15 * 60, minimum=1.0)
 
 # --- Security ---------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

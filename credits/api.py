@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from accounts.permissions import request_team
 from config.pagination import BoundedLimitOffsetPagination
 from credits.models import CreditAccount, LedgerEntry
-from credits.pricing import price_table
+from generation.providers.catalog import price_table
 
 
 class LedgerEntrySerializer(serializers.ModelSerializer):

@@ -134,6 +134,10 @@ class GenerationJob(models.Model):
     # A file being written for this job, recorded before the write so that a crash between the
     # write and its record leaves nothing behind: the next run (or the rescuer) deletes it.
     pending_file = models.CharField(max_length=300, blank=True)
+    # The long-running provider operation (a Veo clip) of the output being made, recorded before
+    # the worker waits on it so that a rescued run polls the same operation instead of paying for
+    # a second one: {"index", "name", "started_at", "progress"}. Cleared when the output is recorded.
+    provider_operation = models.JSONField(default=dict, blank=True)
 
     idempotency_key = models.CharField(max_length=200, blank=True)
     request_fingerprint = models.CharField(max_length=64, blank=True)
@@ -237,6 +241,8 @@ class JobReference(models.Model):
     class Role(models.TextChoices):
         REFERENCE = "reference", "Reference"
         SKETCH = "sketch", "Sketch"
+        # An edit's mask: transparent pixels mark where the source may change.
+        MASK = "mask", "Mask"
 
     job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="reference_links")
     asset = models.ForeignKey(InputAsset, on_delete=models.PROTECT, related_name="reference_links")
@@ -256,16 +262,21 @@ class JobReference(models.Model):
 
 
 class GeneratedOutput(models.Model):
-    """One delivered image of a job: a durable step that is never made twice."""
+    """One delivered image or clip of a job: a durable step that is never made twice."""
 
     job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="outputs")
     index = models.PositiveSmallIntegerField()  # 0-based; shown to people as index + 1
     file = models.FileField(max_length=300)
+    # A clip's first frame (PNG), shown before it plays; empty for images.
+    poster = models.FileField(max_length=300, blank=True)
     mime = models.CharField(max_length=40)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     bytes = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64)
+    # What the provider reported about this output (model version, revised prompt, usage, cost):
+    # see generation/providers/base.py, ProviderOutput.report.
+    provider_report = models.JSONField(default=dict, blank=True)
     # A retry job carries over the images its predecessor delivered instead of making them again.
     carried_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="carried_into"

@@ -8,11 +8,9 @@ from rest_framework import serializers
 
 from credits.services import job_credits_from_entries
 from generation.models import GeneratedOutput, GenerationJob, InputAsset, JobReference, Look, StudioTab
-from generation.prompts import QUALITY_HINTS, STYLE_PRESETS
-from generation.providers.registry import provider_names
+from generation.prompts import STYLE_PRESETS
+from generation.providers.catalog import ASPECT_RATIOS, BACKGROUNDS, OUTPUT_FORMATS, PROVIDERS, QUALITIES
 from generation.services.submit import JobSpec, ReferenceSpec
-
-ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
 
 
 class StrictSerializer(serializers.Serializer):
@@ -30,13 +28,17 @@ class ParamsSerializer(StrictSerializer):
     # The metaclass moves declared fields off the class, so this does not clash with Field.style
     # at runtime; the stubs cannot know that.
     style = serializers.ChoiceField(choices=sorted(STYLE_PRESETS), default="realistic")  # type: ignore[assignment]
-    quality = serializers.ChoiceField(choices=list(QUALITY_HINTS), default="standard")
-    aspect_ratio = serializers.ChoiceField(choices=ASPECT_RATIOS, default="1:1")
+    quality = serializers.ChoiceField(choices=QUALITIES, default="standard")
+    # No default: each model has its own (the first it makes; 16:9 for clips).
+    aspect_ratio = serializers.ChoiceField(choices=ASPECT_RATIOS, required=False)
     seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
     guidance_scale = serializers.FloatField(min_value=0, max_value=30, required=False)
     steps = serializers.IntegerField(min_value=1, max_value=150, required=False)
     strength = serializers.FloatField(min_value=0, max_value=1, required=False)
     negative_prompt = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+    background = serializers.ChoiceField(choices=BACKGROUNDS, required=False)
+    output_format = serializers.ChoiceField(choices=OUTPUT_FORMATS, required=False)
+    duration_seconds = serializers.IntegerField(min_value=1, max_value=60, required=False)
 
 
 class ReferenceInputSerializer(StrictSerializer):
@@ -49,25 +51,20 @@ class InputsSerializer(StrictSerializer):
     # many=True makes a ListSerializer, which takes max_length; the stubs check the child's kwargs.
     references = ReferenceInputSerializer(many=True, required=False, max_length=4)  # type: ignore[call-arg]
     sketch = ReferenceInputSerializer(required=False, allow_null=True)
+    # An edit's mask (an uploaded PNG with transparency), for models that take one.
+    mask_asset_id = serializers.UUIDField(required=False, allow_null=True)
 
 
 class JobCreateSerializer(StrictSerializer):
     prompt = serializers.CharField(max_length=4000, trim_whitespace=True)
     kind = serializers.ChoiceField(choices=GenerationJob.Kind.choices, default=GenerationJob.Kind.IMAGE)
-    provider = serializers.ChoiceField(choices=[], required=False)
+    provider = serializers.ChoiceField(choices=list(PROVIDERS), required=False)
     model = serializers.CharField(max_length=60, required=False, allow_blank=True, default="")
     count = serializers.IntegerField(min_value=1, max_value=settings.GENERATION_MAX_OUTPUTS, default=1)
     params = ParamsSerializer(required=False)
     inputs = InputsSerializer(required=False)
     subject_key = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     tab = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Read at request time so providers added later (and test settings) are honoured.
-        provider = self.fields["provider"]
-        assert isinstance(provider, serializers.ChoiceField)
-        provider.choices = provider_names()
 
     def to_spec(self) -> JobSpec:
         data = self.validated_data
@@ -87,6 +84,11 @@ class JobCreateSerializer(StrictSerializer):
             + (
                 (ReferenceSpec(asset_id=sketch["asset_id"], weight=sketch["weight"], role="sketch"),)
                 if (sketch := inputs.get("sketch"))
+                else ()
+            )
+            + (
+                (ReferenceSpec(asset_id=mask, weight=1.0, role="mask"),)
+                if (mask := inputs.get("mask_asset_id"))
                 else ()
             ),
             subject_key=data["subject_key"],

@@ -17,13 +17,12 @@ from django.views.decorators.http import condition, require_GET, require_POST
 
 from config.errors import ServiceError
 from credits.services import InsufficientCredits
-from generation.api.serializers import ASPECT_RATIOS
 from generation.errors import IdempotencyConflict
 from generation.models import GenerationJob, StudioTab
 from generation.pages.context import page_team, page_user
 from generation.pages.studio_form import REFERENCE_SLOTS, FormResult, draft_from_post, form_values
-from generation.prompts import QUALITY_HINTS, STYLE_PRESETS
-from generation.providers.registry import get_provider, provider_names
+from generation.prompts import STYLE_PRESETS
+from generation.providers.catalog import ASPECT_RATIOS, QUALITIES, configured_providers
 from generation.services.lifecycle import job_cancel
 from generation.services.retry import job_retry
 from generation.services.studio import job_mark_seen, tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
@@ -49,11 +48,10 @@ def _tabs(request: HttpRequest) -> list[StudioTab]:
 
 
 def form_choices() -> dict:
-    providers = [(name, get_provider(name)) for name in provider_names()]
     return {
-        "providers": [(name, provider.models) for name, provider in providers],
+        "providers": [(spec.name, tuple(model.id for model in spec.models)) for spec in configured_providers()],
         "styles": sorted(STYLE_PRESETS),
-        "qualities": list(QUALITY_HINTS),
+        "qualities": QUALITIES,
         "aspect_ratios": ASPECT_RATIOS,
         "kinds": [("image", "Image"), ("edit", "Edit an image")],
         "counts": range(1, settings.GENERATION_MAX_OUTPUTS + 1),

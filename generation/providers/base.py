@@ -1,9 +1,15 @@
-"""The one interface every image provider implements.
+"""The one interface every provider implements.
 
 A provider turns one request (a job's prompt and parameters plus the index of the output) into
-one image. It never touches the database or storage: the pipeline stores what it returns. It
-signals failure only through the two exceptions below, so the pipeline can tell "try again
-later" from "this will never work".
+one image or clip. It never touches the database or storage: the pipeline stores what it
+returns. It signals failure only through the two exceptions below (generation/providers/errors.py
+sorts the SDKs' errors into them), so the pipeline can tell "try again later" from "this will
+never work".
+
+A provider whose outputs take minutes (Veo) makes them as long-running operations instead: the
+pipeline calls `start` once, records the operation's name on the job *before* it waits, and
+then `poll`s it, so a worker that dies mid-wait leaves a name the next run resumes instead of
+paying for a second operation.
 """
 
 from __future__ import annotations
@@ -33,15 +39,33 @@ class OutputRequest:
     params: dict = field(default_factory=dict)  # style, quality, aspect_ratio, guidance_scale, ...
     source_image: bytes | None = None  # required for kind "edit"
     references: tuple[ReferenceImage, ...] = ()
+    # An edit's mask: a PNG whose fully transparent pixels mark where the source may change.
+    mask: bytes | None = None
     timeout_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
 class ProviderOutput:
     content: bytes
-    mime: str
+    mime: str  # image/png, image/jpeg, image/webp or video/mp4
     width: int
     height: int
+    # What the provider said about this output, kept with it so an operator can reconcile the
+    # credits charged with the provider's bill: "model_version", "revised_prompt", "usage"
+    # (token counts as the provider names them), "cost" and "operation" where reported.
+    report: dict = field(default_factory=dict)
+    # For a clip: its first frame as a PNG, shown before it plays (None: the pipeline extracts it).
+    poster: bytes | None = None
+
+
+@dataclass(frozen=True)
+class OperationStatus:
+    """A long-running operation as last polled: `output` once done, else `progress` (0-100) if
+    the provider reports one."""
+
+    done: bool
+    output: ProviderOutput | None = None
+    progress: int | None = None
 
 
 class ProviderError(Exception):
@@ -69,6 +93,11 @@ class TransientProviderError(ProviderError):
         self.retry_after = retry_after
 
 
+class OperationLost(TransientProviderError):
+    """A long-running operation ended without a result, or the provider no longer knows it: a new
+    operation may succeed (nothing was delivered, so nothing is charged)."""
+
+
 class PermanentProviderError(ProviderError):
     """Retrying cannot help: bad request, content policy, authentication, unsupported input."""
 
@@ -76,9 +105,7 @@ class PermanentProviderError(ProviderError):
 
 
 class Provider(Protocol):
-    name: str
-    models: tuple[str, ...]  # the first one is the default
-    kinds: frozenset[str]
+    name: str  # its models, kinds and options are in generation/providers/catalog.py
     # The longest side, in pixels, an input image needs: a run downsizes larger sources and
     # references to it once, before the provider sees them (generation/services/inputs.py).
     input_max_side: int
@@ -86,4 +113,16 @@ class Provider(Protocol):
     # job's memory ceiling.
     working_memory_mb: int
 
+    # Kinds made as long-running operations (`start` and `poll`) rather than by `generate`.
+    long_running_kinds: frozenset[str]
+
     def generate(self, request: OutputRequest) -> ProviderOutput: ...
+
+    def start(self, request: OutputRequest) -> str:
+        """Start a long-running operation for one output; returns its name (only for
+        `long_running_kinds`)."""
+        ...
+
+    def poll(self, request: OutputRequest, operation: str) -> OperationStatus:
+        """Ask once how operation `operation` is doing; raises the provider errors when it failed."""
+        ...

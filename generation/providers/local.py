@@ -52,6 +52,7 @@ class LocalProvider:
     name = "local"
     models: tuple[str, ...] = ("atelier-sketch-1",)
     kinds = frozenset({"image", "edit"})
+    long_running_kinds: frozenset[str] = frozenset()
     # It never draws above 1024 px ("high" quality), so a larger input only costs memory.
     input_max_side = 1024
     # Measured: a 1024 px output from a 1024 px RGBA source and three references peaks about

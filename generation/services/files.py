@@ -31,8 +31,9 @@ def job_folder(job: GenerationJob) -> str:
 
 
 def output_filename(index: int, mime: str) -> str:
-    """The name a person sees for output `index` (0-based): image-1.png, image-2.png..."""
-    return f"image-{index + 1}.{EXTENSIONS.get(mime, 'bin')}"
+    """The name a person sees for output `index` (0-based): image-1.png, image-2.png... or clip-1.mp4."""
+    stem = "clip" if mime.startswith("video/") else "image"
+    return f"{stem}-{index + 1}.{EXTENSIONS.get(mime, 'bin')}"
 
 
 def stored_name(file: FieldFile) -> str:
@@ -51,6 +52,12 @@ def output_name_for(*, job: GenerationJob, index: int, mime: str) -> str:
     """
     stem, extension = output_filename(index, mime).rsplit(".", 1)
     return f"{job_folder(job)}/{stem}-{secrets.token_hex(4)}.{extension}"
+
+
+def poster_name_for(name: str) -> str:
+    """Where the poster frame of the clip stored as `name` goes: beside it, named after it, so
+    that discarding a pending clip discards its poster too."""
+    return f"{name.rsplit('.', 1)[0]}-poster.png"
 
 
 def archive_name_for(job: GenerationJob) -> str:
@@ -101,6 +108,8 @@ def pending_file_discard(*, job: GenerationJob, fence: Q) -> None:
     if not referenced:
         with storage_part():
             storage_delete(name)
+            if name.endswith(".mp4"):
+                storage_delete(poster_name_for(name))
     GenerationJob.objects.filter(fence, id=job.id, pending_file=name).update(pending_file="")
     job.pending_file = ""
 

@@ -74,6 +74,7 @@ class JobInputs:
 
     source: bytes | None
     references: tuple[ReferenceImage, ...]
+    mask: bytes | None = None
 
 
 def bytes_per_pixel(mode: str) -> int:
@@ -298,11 +299,15 @@ def job_inputs_prepare(*, job: GenerationJob, provider: Provider) -> JobInputs:
        encode it once as PNG.
     """
     links = list(job.reference_links.select_related("asset").order_by("id"))
+    mask = next((link for link in links if link.role == JobReference.Role.MASK), None)
+    steering = [link for link in links if link is not mask]
     named: list[tuple[str, InputAsset]] = []
     if job.source_asset is not None:
         named.append(("The source image", job.source_asset))
+    if mask is not None:
+        named.append(("The mask", mask.asset))
     position = 0
-    for link in links:
+    for link in steering:
         if link.role == JobReference.Role.SKETCH:
             named.append(("The sketch", link.asset))
         else:
@@ -320,10 +325,12 @@ def job_inputs_prepare(*, job: GenerationJob, provider: Provider) -> JobInputs:
         for subject, asset in named
     ]
     source = prepared.pop(0) if job.source_asset is not None else None
+    # The mask is downsized exactly like the source, so the two keep the same size.
+    mask_content = prepared.pop(0) if mask is not None else None
     references = tuple(
-        ReferenceImage(content=content, weight=link.weight) for content, link in zip(prepared, links, strict=True)
+        ReferenceImage(content=content, weight=link.weight) for content, link in zip(prepared, steering, strict=True)
     )
-    return JobInputs(source=source, references=references)
+    return JobInputs(source=source, references=references, mask=mask_content)
 
 
 def input_image_prepare(*, content: bytes, subject: str, max_side: int, limit: int | None = None) -> bytes:

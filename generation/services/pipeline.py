@@ -12,8 +12,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TypeVar
 from uuid import UUID
 
 from django.conf import settings
@@ -24,6 +27,8 @@ from django.utils import timezone
 from credits.services import credits_capture
 from generation.models import GeneratedOutput, GenerationJob
 from generation.providers.base import (
+    OperationLost,
+    OperationStatus,
     OutputRequest,
     PermanentProviderError,
     Provider,
@@ -40,12 +45,16 @@ from generation.services.files import (
     output_name_for,
     output_store,
     pending_file_discard,
+    poster_name_for,
     storage_delete_quietly,
 )
 from generation.services.inputs import JobInputs, job_inputs_prepare
 from generation.services.lifecycle import job_finish
 from generation.services.lifeline import Admission, HeldJob, Lifeline
+from generation.services.posters import clip_poster
 from generation.services.recovery import Interruption, job_requeue
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +157,7 @@ def _run_claimed(held: HeldJob) -> RunOutcome:
         if time.monotonic() > deadline:
             return _out_of_time(held, index)
         try:
-            result = _generate_with_retries(provider, _output_request(job, index, inputs), held, deadline)
+            result = _make_output(job, provider, _output_request(job, index, inputs), held, deadline)
         except PermanentProviderError as error:
             return _finish(held, RunOutcome.FAILED, error.code, error.message)
         except TransientProviderError as error:
@@ -243,6 +252,10 @@ def _record_output(job: GenerationJob, index: int, result: ProviderOutput, held:
     """Store the file, then record it, the progress and its price in one transaction fenced by
     the lease. Returns False (and deletes the file) if the lease was lost."""
     name = output_name_for(job=job, index=index, mime=result.mime)
+    poster, poster_content = "", b""
+    if result.mime.startswith("video/"):
+        poster_content = result.poster or clip_poster(result.content)
+        poster = poster_name_for(name) if poster_content else ""
     if not _write_ahead(held, name):
         return False
     held.expect_step(settings.STORAGE_TIMEOUT_SECONDS + settings.JOB_LEASE_SECONDS)
@@ -252,6 +265,12 @@ def _record_output(job: GenerationJob, index: int, result: ProviderOutput, held:
             timeout=settings.STORAGE_TIMEOUT_SECONDS,
             what="image write",
         )
+        if poster:
+            call_bounded(
+                lambda: output_store(name=poster, content=poster_content),
+                timeout=settings.STORAGE_TIMEOUT_SECONDS,
+                what="poster write",
+            )
     with transaction.atomic():
         progressed = GenerationJob.objects.filter(
             id=job.id, lease_owner=held.token, status=GenerationJob.Status.RUNNING
@@ -259,6 +278,7 @@ def _record_output(job: GenerationJob, index: int, result: ProviderOutput, held:
             completed_outputs=F("completed_outputs") + 1,
             heartbeat_at=timezone.now(),
             pending_file="",
+            provider_operation={},
             # A delivered image clears every suspicion and ends any outage.
             suspect_crashes=0,
             crashes_alone=0,
@@ -270,22 +290,107 @@ def _record_output(job: GenerationJob, index: int, result: ProviderOutput, held:
                 job=job,
                 index=index,
                 file=name,
+                poster=poster,
                 mime=result.mime,
                 width=result.width,
                 height=result.height,
                 bytes=len(result.content),
                 sha256=hashlib.sha256(result.content).hexdigest(),
+                provider_report=result.report,
             )
             credits_capture(team_id=job.team_id, job_id=job.id, output_index=index, amount=job.credits_per_output)
     if progressed != 1:
-        storage_delete_quietly(name)  # the name is this run's own: nobody else refers to it
+        storage_delete_quietly(name)  # the names are this run's own: nobody else refers to them
+        storage_delete_quietly(poster)
         return False
     return True
 
 
-def _generate_with_retries(
-    provider: Provider, request: OutputRequest, held: HeldJob, deadline: float
+def _make_output(
+    job: GenerationJob, provider: Provider, request: OutputRequest, held: HeldJob, deadline: float
 ) -> ProviderOutput:
+    if job.kind in provider.long_running_kinds:
+        return _run_operation(job, provider, request, held, deadline)
+    return _call_provider(provider.generate, request, held, deadline)
+
+
+def _run_operation(
+    job: GenerationJob, provider: Provider, request: OutputRequest, held: HeldJob, deadline: float
+) -> ProviderOutput:
+    """Make one output as a long-running operation (a Veo clip), paying for one operation only.
+
+    1. Resume the operation recorded on the job for this output, if an earlier run started one
+       (the worker died or was stopped while waiting); otherwise start one, retrying transient
+       errors, and record its name, fenced by the lease, before waiting on it.
+    2. Poll it every PROVIDER_POLL_SECONDS (each poll bounded and retried like any call) until it
+       is done; the provider's progress is recorded when it changes. The lease is renewed all
+       along by the lifeline, since every wait declares its bound (`expect_step`).
+    3. An operation that ended without a result (OperationLost) is forgotten and a new one is
+       started, at most JOB_MAX_IMAGE_RETRIES times; one still running after
+       PROVIDER_OPERATION_TIMEOUT_SECONDS fails the job (a second one would be paid twice).
+    """
+    restarts = 0
+    while True:
+        operation = job.provider_operation if job.provider_operation.get("index") == request.index else {}
+        if not operation:
+            name = _call_provider(provider.start, request, held, deadline)
+            operation = {"index": request.index, "name": name, "started_at": timezone.now().isoformat()}
+            _record_operation(job, held, operation)
+        try:
+            return _poll_until_done(job, provider, request, held, deadline, operation)
+        except OperationLost as lost:
+            _record_operation(job, held, {})
+            restarts += 1
+            if restarts > settings.JOB_MAX_IMAGE_RETRIES:
+                raise
+            logger.info("job %s output %d: operation lost (%s); starting another", job.id, request.index + 1, lost)
+            _wait_before_retry(held, Backoff.for_provider_retries().delay(restarts - 1, lost.retry_after))
+
+
+def _poll_until_done(
+    job: GenerationJob,
+    provider: Provider,
+    request: OutputRequest,
+    held: HeldJob,
+    deadline: float,
+    operation: dict,
+) -> ProviderOutput:
+    name = operation["name"]
+    give_up_at = datetime.fromisoformat(operation["started_at"]) + timedelta(
+        seconds=settings.PROVIDER_OPERATION_TIMEOUT_SECONDS
+    )
+    while True:
+        status: OperationStatus = _call_provider(lambda r: provider.poll(r, name), request, held, deadline)
+        if status.done:
+            if status.output is None:
+                raise OperationLost("The provider finished the operation without a result.")
+            return replace(status.output, report={"operation": name, **status.output.report})
+        if status.progress is not None and status.progress != operation.get("progress"):
+            operation = {**operation, "progress": status.progress}
+            _record_operation(job, held, operation)
+        if timezone.now() >= give_up_at:
+            raise PermanentProviderError(
+                f"The provider did not finish within {settings.PROVIDER_OPERATION_TIMEOUT_SECONDS:.0f} s; "
+                "nothing was charged.",
+                code="PROVIDER_TIMEOUT",
+            )
+        if time.monotonic() >= deadline:
+            raise RunOutOfTime
+        _wait_before_retry(held, settings.PROVIDER_POLL_SECONDS)
+
+
+def _record_operation(job: GenerationJob, held: HeldJob, operation: dict) -> None:
+    """Write the job's operation, fenced by the lease; a lost lease stops the run."""
+    updated = GenerationJob.objects.filter(
+        id=job.id, lease_owner=held.token, status=GenerationJob.Status.RUNNING
+    ).update(provider_operation=operation)
+    if updated != 1:
+        held.flag("lost")
+        raise StepInterrupted("operation record")
+    job.provider_operation = operation
+
+
+def _call_provider(call: Callable[[OutputRequest], T], request: OutputRequest, held: HeldJob, deadline: float) -> T:
     """Call the provider within bounds; on a transient error (or a call that overran its timeout
     and was abandoned, uncharged) wait (exponential backoff with jitter, or the provider's
     Retry-After) and try again, at most JOB_MAX_IMAGE_RETRIES times. A cancel, a lost lease or a
@@ -300,7 +405,7 @@ def _generate_with_retries(
         held.expect_step(timeout + PROVIDER_GRACE_SECONDS + settings.JOB_LEASE_SECONDS)
         try:
             return call_bounded(
-                lambda bounded_request=bounded_request: provider.generate(bounded_request),  # type: ignore[misc]
+                lambda bounded_request=bounded_request: call(bounded_request),  # type: ignore[misc]
                 timeout=timeout + PROVIDER_GRACE_SECONDS,
                 what="provider call",
                 interrupt=held.wake,
@@ -311,18 +416,20 @@ def _generate_with_retries(
             error = TransientProviderError(
                 f"The provider did not answer within {timeout:.0f} s.", code="PROVIDER_TIMEOUT"
             )
+        except OperationLost:
+            raise  # the operation is gone: a new one must be started, not this call repeated
         except TransientProviderError as transient:
             error = transient
         except (PermanentProviderError, StepInterrupted):
             raise
         except Exception as leaked:  # noqa: BLE001 - an SDK's own network error, unwrapped by its adapter
-            logger.warning("job %s image %d: provider call raised %r", held.job_id, request.index + 1, leaked)
-            error = TransientProviderError(f"The provider call failed: {leaked}", code="PROVIDER_ERROR")
+            logger.warning("job %s output %d: provider call raised %r", held.job_id, request.index + 1, leaked)
+            error = TransientProviderError("The provider call failed unexpectedly.", code="PROVIDER_ERROR")
         if attempt == retries:
             raise error
         delay = Backoff.for_provider_retries().delay(attempt, error.retry_after)
         logger.info(
-            "job %s image %d: %s (%s); retry %d/%d in %.1fs",
+            "job %s output %d: %s (%s); retry %d/%d in %.1fs",
             held.job_id,
             request.index + 1,
             error.code,
@@ -331,13 +438,18 @@ def _generate_with_retries(
             retries,
             delay,
         )
-        held.expect_step(delay + settings.JOB_LEASE_SECONDS)
-        if held.wake.wait(max(0.0, delay)):
-            raise StepInterrupted("retry wait")
-        if GenerationJob.objects.filter(id=held.job_id, cancel_requested=True).exists():
-            held.flag("cancel")
-            raise StepInterrupted("retry wait")
+        _wait_before_retry(held, delay)
     raise AssertionError("unreachable")
+
+
+def _wait_before_retry(held: HeldJob, delay: float) -> None:
+    """Wait `delay` s, or raise StepInterrupted at once on a cancel, a lost lease or a shutdown."""
+    held.expect_step(delay + settings.JOB_LEASE_SECONDS)
+    if held.wake.wait(max(0.0, delay)):
+        raise StepInterrupted("retry wait")
+    if GenerationJob.objects.filter(id=held.job_id, cancel_requested=True).exists():
+        held.flag("cancel")
+        raise StepInterrupted("retry wait")
 
 
 def _output_request(job: GenerationJob, index: int, inputs: JobInputs) -> OutputRequest:
@@ -351,5 +463,6 @@ def _output_request(job: GenerationJob, index: int, inputs: JobInputs) -> Output
         params=job.params,
         source_image=inputs.source,
         references=inputs.references,
+        mask=inputs.mask,
         timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
     )

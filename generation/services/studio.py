@@ -62,6 +62,9 @@ def tab_remix(*, look: Look, user: User, team: Team) -> StudioTab:
         inputs["sketch"] = {"asset_id": str(sketch.asset_id), "weight": sketch.weight}
     if job.source_asset_id:
         inputs["source_asset_id"] = str(job.source_asset_id)
+    mask = next((link for link in links if link.role == "mask"), None)
+    if mask is not None:
+        inputs["mask_asset_id"] = str(mask.asset_id)
     draft = {
         "prompt": job.prompt,
         "kind": job.kind,

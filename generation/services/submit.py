@@ -12,11 +12,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Team, User
-from credits.pricing import UnknownPrice, price_per_output
 from credits.services import credits_hold
 from generation.errors import IdempotencyConflict, ValidationFailed
 from generation.models import ACTIVE_STATUSES, GenerationJob, InputAsset, JobReference, StudioTab
 from generation.prompts import build_optimized_prompt
+from generation.providers.catalog import PROVIDERS, VIDEO, ModelSpec, provider_configured
 from generation.providers.registry import get_provider
 from generation.services.dispatch import job_dispatch_on_commit
 from generation.services.inputs import job_inputs_oversized
@@ -40,7 +40,7 @@ class JobSpec:
     count: int = 1
     params: dict = field(default_factory=dict)
     source_asset_id: UUID | None = None
-    references: tuple[ReferenceSpec, ...] = ()
+    references: tuple[ReferenceSpec, ...] = ()  # references, the sketch and an edit's mask, by role
     subject_key: str = ""
     tab_id: int | None = None
 
@@ -63,6 +63,7 @@ class Estimate:
     optimized_prompt: str
     outputs: int
     credits_per_output: int
+    params: dict  # the request's parameters with the model's defaults filled in
 
     @property
     def credits(self) -> int:
@@ -70,27 +71,53 @@ class Estimate:
 
 
 def job_estimate(*, spec: JobSpec) -> Estimate:
-    """What a job would be and cost, without creating anything."""
-    provider = get_provider(spec.provider)
-    if spec.kind not in provider.kinds:
-        raise ValidationFailed({"kind": [f"The {spec.provider} provider cannot make {spec.kind} jobs."]})
-    model = spec.model or provider.models[0]
-    if model not in provider.models:
-        raise ValidationFailed(
-            {"model": [f"Unknown model for {spec.provider}; choose one of: {', '.join(provider.models)}."]}
-        )
-    optimized = build_optimized_prompt(
-        prompt=spec.prompt, kind=spec.kind, style=spec.params.get("style"), quality=spec.params.get("quality")
+    """What a job would be and cost, without creating anything: the model registry
+    (generation/providers/catalog.py) decides whether the provider is offered here and whether
+    its model can do what is asked; every refusal names the field."""
+    model = _model_for(spec)
+    errors = model.param_errors(
+        kind=spec.kind,
+        params=spec.params,
+        count=spec.count,
+        references=sum(ref.role == JobReference.Role.REFERENCE for ref in spec.references),
+        has_mask=any(ref.role == JobReference.Role.MASK for ref in spec.references),
     )
-    try:
-        price = price_per_output(
-            provider=spec.provider, model=model, kind=spec.kind, quality=spec.params.get("quality", "standard")
-        )
-    except UnknownPrice:
-        raise ValidationFailed({"provider": [f"The {spec.provider} provider has no price yet."]}) from None
+    if errors:
+        raise ValidationFailed(errors)
+    params = dict(spec.params)
+    params.setdefault("aspect_ratio", model.aspect_ratios[0])
+    if spec.kind == VIDEO:
+        params.setdefault("duration_seconds", model.default_duration)
+    quality = params.get("quality", "standard")
+    optimized = build_optimized_prompt(prompt=spec.prompt, kind=spec.kind, style=params.get("style"), quality=quality)
     return Estimate(
-        provider=spec.provider, model=model, optimized_prompt=optimized, outputs=spec.count, credits_per_output=price
+        provider=model.provider,
+        model=model.id,
+        optimized_prompt=optimized,
+        outputs=spec.count,
+        credits_per_output=model.credits_per_output(
+            kind=spec.kind, quality=quality, duration_seconds=params.get("duration_seconds")
+        ),
+        params=params,
     )
+
+
+def _model_for(spec: JobSpec) -> ModelSpec:
+    provider = PROVIDERS[spec.provider]
+    if not provider_configured(spec.provider):
+        raise ValidationFailed(
+            {"provider": [f"The {spec.provider} provider is not enabled here; set {provider.enabled_by} to enable it."]}
+        )
+    if not spec.model:
+        model = provider.default_model_for(spec.kind)
+        if model is None:
+            raise ValidationFailed({"kind": [f"The {spec.provider} provider cannot make {spec.kind} jobs."]})
+        return model
+    chosen = provider.model(spec.model)
+    if chosen is None:
+        names = ", ".join(model.id for model in provider.models)
+        raise ValidationFailed({"model": [f"Unknown model for {spec.provider}; choose one of: {names}."]})
+    return chosen
 
 
 def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key: str = "") -> SubmitResult:
@@ -112,7 +139,7 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
     estimate = job_estimate(spec=spec)
     source, references = _resolve_inputs(team=team, spec=spec)
     tab = _resolve_tab(team=team, user=user, tab_id=spec.tab_id)
-    params = dict(spec.params)
+    params = dict(estimate.params)
     params.setdefault("seed", secrets.randbelow(2**31))
     try:
         with transaction.atomic():
@@ -182,14 +209,21 @@ def _resolve_inputs(*, team: Team, spec: JobSpec) -> tuple[InputAsset | None, li
     used: set[UUID] = set()
     for position, ref in enumerate(spec.references):
         asset = assets.get(ref.asset_id)
-        is_sketch = ref.role == JobReference.Role.SKETCH
-        path = "inputs.sketch.asset_id" if is_sketch else f"inputs.references.{position}.asset_id"
+        paths: dict[str, str] = {
+            JobReference.Role.SKETCH: "inputs.sketch.asset_id",
+            JobReference.Role.MASK: "inputs.mask_asset_id",
+        }
+        path = paths.get(ref.role, f"inputs.references.{position}.asset_id")
         if ref.asset_id in used:
             errors[path] = ["This image is already used by this job; each image can steer it once."]
             continue
         used.add(ref.asset_id)
         if asset is None:
             errors[path] = ["No uploaded image with this id."]
+        elif ref.role == JobReference.Role.MASK and spec.kind != GenerationJob.Kind.EDIT:
+            errors[path] = ["A mask belongs to an edit: choose the edit kind and a source image."]
+        elif ref.role == JobReference.Role.MASK and asset.mime != "image/png":
+            errors[path] = ["A mask must be a PNG whose transparent pixels mark the area to change."]
         else:
             references.append((asset, ref))
             fields.append((path, asset))
