@@ -1,0 +1,1 @@
+"""Local fake servers that speak the providers' wire formats, so the real SDKs run in tests."""
