@@ -4,12 +4,22 @@ from typing import Any
 
 from django.conf import settings
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from credits.services import job_credits_from_entries
 from generation.models import GeneratedOutput, GenerationJob, InputAsset, JobReference, Look, StudioTab
 from generation.prompts import STYLE_PRESETS
-from generation.providers.catalog import ASPECT_RATIOS, BACKGROUNDS, OUTPUT_FORMATS, PROVIDERS, QUALITIES
+from generation.providers.catalog import (
+    ASPECT_RATIOS,
+    BACKGROUNDS,
+    OUTPUT_FORMATS,
+    PROVIDERS,
+    QUALITIES,
+    VIDEO,
+    ModelSpec,
+    ProviderSpec,
+)
 from generation.services.submit import JobSpec, ReferenceSpec
 
 
@@ -119,16 +129,29 @@ def _absolute(request: Any, path: str) -> str:
 class OutputSerializer(serializers.ModelSerializer):
     index = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
+    poster_url = serializers.SerializerMethodField()
+    provider_report = serializers.JSONField(
+        read_only=True,
+        help_text="What the provider reported about this output: model_version, revised_prompt, usage "
+        "(token counts), cost, operation; only what it reported.",
+    )
 
     class Meta:
         model = GeneratedOutput
-        fields = ["index", "url", "mime", "width", "height", "bytes"]
+        fields = ["index", "url", "mime", "width", "height", "bytes", "poster_url", "provider_report"]
 
     def get_index(self, output: GeneratedOutput) -> int:
         return output.index + 1  # people count images from 1, like the zip's image-1.png
 
     def get_url(self, output: GeneratedOutput) -> str:
         return _absolute(self.context.get("request"), output_url(output))
+
+    def get_poster_url(self, output: GeneratedOutput) -> str | None:
+        """A clip's first frame (null for images)."""
+        if not output.poster:
+            return None
+        path = reverse("api:job-output-poster", kwargs={"job_id": output.job_id, "number": output.index + 1})
+        return _absolute(self.context.get("request"), path)
 
 
 def output_url(output: GeneratedOutput) -> str:
@@ -165,8 +188,27 @@ class JobSerializer(serializers.ModelSerializer):
             "subject_key", "tab", "created_at", "started_at", "finished_at", "links",
         ]  # fmt: skip
 
-    def get_progress(self, job: GenerationJob) -> dict[str, int]:
-        return {"completed": job.completed_outputs, "total": job.total_outputs}
+    @extend_schema_field(
+        inline_serializer(
+            "JobProgress",
+            {
+                "completed": serializers.IntegerField(),
+                "total": serializers.IntegerField(),
+                "current_output_percent": serializers.IntegerField(
+                    allow_null=True,
+                    help_text="The provider's own progress (0-100) on the output being made, when it reports one "
+                    "(Veo clips); null otherwise.",
+                ),
+            },
+        )
+    )
+    def get_progress(self, job: GenerationJob) -> dict[str, int | None]:
+        operation = job.provider_operation if job.is_active else {}
+        return {
+            "completed": job.completed_outputs,
+            "total": job.total_outputs,
+            "current_output_percent": operation.get("progress"),
+        }
 
     def get_queue_position(self, job: GenerationJob) -> int | None:
         return job.queue_position()
@@ -251,3 +293,48 @@ class LookSerializer(serializers.ModelSerializer):
 
     def get_url(self, look: Look) -> str:
         return _absolute(self.context.get("request"), output_url(look.output))
+
+
+class ModelSpecSerializer(serializers.Serializer):
+    """One model of the registry (generation/providers/catalog.py)."""
+
+    id = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a declared field, not Field.label
+    kinds = serializers.SerializerMethodField()
+    aspect_ratios = serializers.ListField(child=serializers.CharField())
+    qualities = serializers.SerializerMethodField()
+    options = serializers.SerializerMethodField(
+        help_text="The params.* options this model accepts beyond style, quality and aspect_ratio."
+    )
+    backgrounds = serializers.ListField(child=serializers.CharField())
+    output_formats = serializers.ListField(child=serializers.CharField())
+    durations = serializers.ListField(child=serializers.IntegerField(), help_text="Clip lengths in seconds (video).")
+    max_outputs = serializers.IntegerField()
+    max_references = serializers.IntegerField()
+    accepts_mask = serializers.BooleanField()
+    credits = serializers.DictField(child=serializers.IntegerField(), help_text="Credits by quality.")
+    credits_unit = serializers.SerializerMethodField()
+    note = serializers.CharField()
+
+    def get_kinds(self, model: ModelSpec) -> list[str]:
+        return sorted(model.kinds)
+
+    def get_qualities(self, model: ModelSpec) -> list[str]:
+        return list(QUALITIES)
+
+    def get_options(self, model: ModelSpec) -> list[str]:
+        return sorted(option.value for option in model.options)
+
+    @extend_schema_field(serializers.ChoiceField(choices=["output", "second"]))
+    def get_credits_unit(self, model: ModelSpec) -> str:
+        return "second" if VIDEO in model.kinds else "output"
+
+
+class ProviderCatalogSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a declared field, not Field.label
+    default_model = serializers.SerializerMethodField()
+    models = ModelSpecSerializer(many=True)
+
+    def get_default_model(self, provider: ProviderSpec) -> str:
+        return provider.default_model.id

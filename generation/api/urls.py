@@ -13,6 +13,10 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/retry", views.JobRetryView.as_view(), name="job-retry"),
     path("jobs/<uuid:job_id>/download", views.JobDownloadView.as_view(), name="job-download"),
     path("jobs/<uuid:job_id>/outputs/<int:number>", views.JobOutputView.as_view(), name="job-output"),
+    path(
+        "jobs/<uuid:job_id>/outputs/<int:number>/poster", views.JobOutputPosterView.as_view(), name="job-output-poster"
+    ),
+    path("models", views.ModelListView.as_view(), name="model-list"),
     path("assets", views.AssetUploadView.as_view(), name="asset-upload"),
     path("assets/<uuid:asset_id>/content", views.AssetContentView.as_view(), name="asset-content"),
     path("activity", views.ActivityView.as_view(), name="activity"),

@@ -6,7 +6,7 @@ import tempfile
 from uuid import UUID
 
 from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpResponseBase, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -25,12 +25,14 @@ from generation.api.serializers import (
     JobListQuerySerializer,
     JobSerializer,
     LookSerializer,
+    ProviderCatalogSerializer,
 )
 from generation.errors import NothingToDownload, ValidationFailed
 from generation.models import GeneratedOutput, GenerationJob, InputAsset, Look
+from generation.providers.catalog import configured_providers
 from generation.selectors import activity_for_user, job_list_for_team, job_queryset_for_team, look_list_for_team
 from generation.services.assets import asset_upload
-from generation.services.files import SPOOL_BYTES, archive_write, stored_name
+from generation.services.files import SPOOL_BYTES, archive_write, output_filename, stored_name
 from generation.services.lifecycle import activity_mark_seen, job_cancel
 from generation.services.retry import job_retry
 from generation.services.submit import job_estimate, job_submit
@@ -184,17 +186,42 @@ class JobDownloadView(APIView):
         return FileResponse(spool, filename=filename, content_type="application/zip", as_attachment=True)
 
 
+def _output_for_team(request: Request, job_id: UUID, number: int) -> GeneratedOutput:
+    return get_object_or_404(GeneratedOutput, job__team=request_team(request), job_id=job_id, index=number - 1)
+
+
 class JobOutputView(APIView):
-    @extend_schema(responses={(200, "image/png"): OpenApiResponse(description="The image")}, summary="One image")
+    @extend_schema(
+        responses={
+            (200, "image/png"): OpenApiResponse(description="The image (image/png, image/jpeg or image/webp)"),
+            (200, "video/mp4"): OpenApiResponse(description="The clip of a video job"),
+        },
+        summary="One output: an image or a clip",
+    )
     def get(self, request: Request, job_id: UUID, number: int) -> HttpResponseBase:
-        output = get_object_or_404(
-            GeneratedOutput,
-            job__team=request_team(request),
-            job_id=job_id,
-            index=number - 1,
-        )
+        output = _output_for_team(request, job_id, number)
         return _stream_from_storage(
-            stored_name(output.file), filename=f"image-{number}.png", content_type=output.mime, as_attachment=False
+            stored_name(output.file),
+            filename=output_filename(output.index, output.mime),
+            content_type=output.mime,
+            as_attachment=False,
+        )
+
+
+class JobOutputPosterView(APIView):
+    @extend_schema(
+        responses={(200, "image/png"): OpenApiResponse(description="The clip's first frame")},
+        summary="The poster frame of a clip (404 for an image)",
+    )
+    def get(self, request: Request, job_id: UUID, number: int) -> HttpResponseBase:
+        output = _output_for_team(request, job_id, number)
+        if not output.poster:
+            raise Http404("This output has no poster.")
+        return _stream_from_storage(
+            stored_name(output.poster),
+            filename=f"clip-{number}-poster.png",
+            content_type="image/png",
+            as_attachment=False,
         )
 
 
@@ -272,3 +299,16 @@ class LookDetailView(APIView):
     def delete(self, request: Request, look_id: UUID) -> Response:
         self._look(request, look_id).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ModelListView(APIView):
+    @extend_schema(
+        responses=ProviderCatalogSerializer(many=True),
+        summary="The providers enabled here, with their models, options, limits and prices",
+        description=(
+            "A provider whose credentials are not set is absent. Prices are credits per output, or per second "
+            "of clip for video models (`credits_unit`)."
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        return Response(ProviderCatalogSerializer(configured_providers(), many=True).data)
