@@ -41,7 +41,7 @@ def test_submit_returns_202_with_location_and_a_queued_job(alice):
     job = response.json()
     assert response["Location"].endswith(f"/api/v1/jobs/{job['id']}")
     assert job["status"] == "queued"
-    assert job["progress"] == {"completed": 0, "total": 4}
+    assert job["progress"] == {"completed": 0, "total": 4, "current_output_percent": None}
     assert job["queue_position"] >= 1
     assert job["params"]["seed"] == 7
     assert "minimalist" in job["optimized_prompt"]
@@ -70,7 +70,14 @@ def test_submit_returns_202_with_location_and_a_queued_job(alice):
         ({"inputs": {"references": [{"asset_id": str(uuid.uuid4()), "weight": 0.5}]}}, "inputs.references.0.asset_id"),
         ({"inputs": {"references": [{"asset_id": str(uuid.uuid4()), "weight": 3}]}}, "inputs.references.0.weight"),
         ({"tab": 999999}, "tab"),
-        ({"kind": "video"}, "kind"),
+        ({"kind": "video", "model": "atelier-sketch-1"}, "kind"),
+        # What the model registry says a model cannot do is refused at submit, by field.
+        ({"params": {"background": "transparent"}}, "params.background"),
+        ({"kind": "video", "params": {"duration_seconds": 5}}, "params.duration_seconds"),
+        ({"kind": "video", "count": 5}, "count"),
+        ({"kind": "video", "params": {"aspect_ratio": "4:3"}}, "params.aspect_ratio"),
+        ({"provider": "openai"}, "provider"),  # no OPENAI_API_KEY in the tests
+        ({"provider": "vertex"}, "provider"),
     ],
 )
 def test_invalid_submit_names_the_field_and_creates_nothing(alice, body, field):
@@ -345,3 +352,43 @@ def test_openapi_schema_and_docs_are_served(anonymous):
     docs = anonymous.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()
+
+
+def test_models_lists_only_the_providers_with_credentials(alice, settings):
+    settings.OPENAI_API_KEY = ""
+    settings.GEMINI_API_KEY = ""
+    settings.VERTEX_API_KEY = ""
+    settings.GOOGLE_CLOUD_PROJECT = ""
+    body = alice.client.get("/api/v1/models").json()
+    assert [provider["name"] for provider in body] == ["local"]
+    local = body[0]
+    assert local["default_model"] == "atelier-sketch-1"
+    motion = next(model for model in local["models"] if model["id"] == "atelier-motion-1")
+    assert motion["kinds"] == ["video"]
+    assert motion["credits_unit"] == "second"
+    assert motion["durations"][0] == 3
+
+    settings.OPENAI_API_KEY = "sk-test"
+    body = alice.client.get("/api/v1/models").json()
+    openai = next(provider for provider in body if provider["name"] == "openai")
+    ids = [model["id"] for model in openai["models"]]
+    assert "gpt-image-2" in ids
+    # Retired models are never offered.
+    assert not {"gpt-image-1", "dall-e-2", "dall-e-3"} & set(ids)
+
+
+def test_a_provider_without_credentials_is_refused_naming_its_variable(alice, settings):
+    settings.OPENAI_API_KEY = ""
+    response = submit(alice, provider="openai")
+    body = assert_error(response, 400, "VALIDATION_ERROR", "provider")
+    assert "OPENAI_API_KEY" in str(body)
+
+
+def test_a_video_is_priced_per_second_of_clip(alice):
+    response = alice.client.post(
+        f"{JOBS}/estimate",
+        {"prompt": "a drifting nebula", "kind": "video", "params": {"duration_seconds": 4}},
+        format="json",
+    )
+    assert response.status_code == 200
+    assert response.json()["credits_per_output"] == 4  # 1 credit a second for the local motion model

@@ -85,8 +85,8 @@ def provider() -> LocalProvider:
 
 def test_provider_describes_itself() -> None:
     assert LocalProvider.name == "local"
-    assert LocalProvider.models == ("atelier-sketch-1",)
-    assert LocalProvider.kinds == frozenset({"image", "edit"})
+    assert LocalProvider.models == ("atelier-sketch-1", "atelier-motion-1")
+    assert LocalProvider.kinds == frozenset({"image", "edit", "video"})
 
 
 def test_same_request_gives_byte_identical_png(provider: LocalProvider) -> None:

@@ -51,7 +51,7 @@ def test_permanent_failure_ends_the_job_with_its_code_and_retry_makes_only_the_m
     assert response.status_code == 201
     retry_body = response.json()
     assert retry_body["retry_of"] == job_id
-    assert retry_body["progress"] == {"completed": 2, "total": 4}
+    assert retry_body["progress"] == {"completed": 2, "total": 4, "current_output_percent": None}
     assert retry_body["credits"]["held"] == 2  # only the two missing images are held
     retry = wait_for_finish(retry_body["id"])
     assert retry.status == "succeeded"

@@ -8,6 +8,7 @@ from uuid import UUID
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
@@ -193,8 +194,10 @@ def _output_for_team(request: Request, job_id: UUID, number: int) -> GeneratedOu
 class JobOutputView(APIView):
     @extend_schema(
         responses={
-            (200, "image/png"): OpenApiResponse(description="The image (image/png, image/jpeg or image/webp)"),
-            (200, "video/mp4"): OpenApiResponse(description="The clip of a video job"),
+            (200, "image/png"): OpenApiResponse(
+                response=OpenApiTypes.BINARY, description="The image (image/png, image/jpeg or image/webp)"
+            ),
+            (200, "video/mp4"): OpenApiResponse(response=OpenApiTypes.BINARY, description="The clip of a video job"),
         },
         summary="One output: an image or a clip",
     )

@@ -11,6 +11,7 @@ raw SDK text never reaches a job's error: it goes to the log.
 | PROVIDER_UNAVAILABLE  | transient | 5xx, 408, 409 (the provider's own trouble)                    |
 | PROVIDER_TIMEOUT      | transient | the call did not answer within its per-call timeout          |
 | PROVIDER_CONNECTION   | transient | the connection could not be made or was dropped               |
+| PROVIDER_ERROR        | transient | the SDK raised something unforeseen (logged in full)          |
 | INVALID_REQUEST       | permanent | 400, 413, 422 other than the cases below                      |
 | CONTENT_POLICY        | permanent | the prompt or an input image was refused, or no image was made for safety |
 | PROVIDER_AUTH         | permanent | 401, 403: a wrong, revoked or unauthorised key                |
@@ -35,6 +36,7 @@ CONTENT_POLICY = "CONTENT_POLICY"
 PROVIDER_AUTH = "PROVIDER_AUTH"
 PROVIDER_QUOTA = "PROVIDER_QUOTA"
 MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
+PROVIDER_ERROR = "PROVIDER_ERROR"
 
 # Words in a provider's error code or message that mean a refusal on content grounds.
 _POLICY_MARKERS = ("moderation", "safety", "content_policy", "content policy", "prohibited", "blocked")
@@ -141,3 +143,7 @@ def _reason(message: str) -> str:
     if not text or len(text) > 300:
         return "."
     return f": {text.rstrip('.')}."
+
+
+def unexpected() -> TransientProviderError:
+    return TransientProviderError("The provider call failed unexpectedly; it will be tried again.", code=PROVIDER_ERROR)

@@ -1,11 +1,12 @@
-"""An offline image provider that draws abstract designs with Pillow.
+"""An offline provider that draws abstract designs with Pillow and films them as short clips.
 
 It needs no network or API key, so development, demos, tests and benchmarks can run the whole
 pipeline. The pictures are deterministic: the same prompt, seed, output index, parameters,
 source image and references always give byte-identical PNGs. The prompt steers the palette
 (colour words such as "red" or "ocean" really do) and the motifs ("mountain", "city", "waves",
 "stars", ...); the seed and index steer the layout; the style and aspect-ratio parameters steer
-the look and the size.
+the look and the size. Its clips (kind "video", model atelier-motion-1) are those designs seen
+through a slow camera move, encoded as H.264 MP4 (generation/providers/local_video.py).
 
 Two knobs simulate a real remote provider, read on every call from the Django settings (when
 configured) or else from the environment, unless given to the constructor:
@@ -17,6 +18,7 @@ configured) or else from the environment, unless given to the constructor:
 A prompt with the word "forbidden" is refused as a content-policy violation, so tests can
 provoke a permanent failure deterministically. ``LOCAL_PROVIDER_REFUSE_FROM_IMAGE`` (default 0,
 off) refuses every output from that image number (1-based) on, to fail a job part-way through.
+These refusals, the latency, the failures and the drills below apply to every kind alike.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import random
 import re
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image, ImageOps
@@ -37,7 +40,9 @@ from generation.providers.base import (
     ProviderOutput,
     TransientProviderError,
 )
+from generation.providers.catalog import PROVIDERS
 from generation.providers.local_art import render, to_rgb
+from generation.providers.local_video import clip_plan, render_clip
 
 DEFAULT_LATENCY_MS = 1500
 DEFAULT_FAILURE_RATE = 0.0
@@ -50,8 +55,9 @@ class LocalProvider:
     """Draws deterministic abstract designs offline; see the module docstring."""
 
     name = "local"
-    models: tuple[str, ...] = ("atelier-sketch-1",)
-    kinds = frozenset({"image", "edit"})
+    # Which model makes which kind is the model registry's to say (generation/providers/catalog.py).
+    models: tuple[str, ...] = tuple(model.id for model in PROVIDERS["local"].models)
+    kinds: frozenset[str] = frozenset().union(*(model.kinds for model in PROVIDERS["local"].models))
     long_running_kinds: frozenset[str] = frozenset()
     # It never draws above 1024 px ("high" quality), so a larger input only costs memory.
     input_max_side = 1024
@@ -66,19 +72,34 @@ class LocalProvider:
     # -- the Provider interface --------------------------------------------------------------
 
     def generate(self, request: OutputRequest) -> ProviderOutput:
-        if request.kind not in self.kinds:
+        """Every kind goes through the same refusals, drills and simulated latency and failures;
+        only the drawing differs (`_drawing`)."""
+        spec = PROVIDERS[self.name].model(request.model)
+        if spec is None or request.kind not in spec.kinds:
             raise PermanentProviderError(
-                f"The local provider cannot make {request.kind!r} outputs; "
-                f"it supports: {', '.join(sorted(self.kinds))}.",
+                f"The local model {request.model!r} cannot make {request.kind!r} outputs; "
+                f"the local provider makes: {', '.join(sorted(self.kinds))}.",
                 code="UNSUPPORTED_KIND",
             )
         if _FORBIDDEN.search(request.prompt or ""):
             raise PermanentProviderError("The prompt was refused by the content policy.", code="CONTENT_POLICY")
         refuse_from = _int_setting("LOCAL_PROVIDER_REFUSE_FROM_IMAGE")
         if refuse_from > 0 and request.index + 1 >= refuse_from:
+            noun = "Clip" if request.kind == "video" else "Image"
             raise PermanentProviderError(
-                f"Image {request.index + 1} was refused by the content policy.", code="CONTENT_POLICY"
+                f"{noun} {request.index + 1} was refused by the content policy.", code="CONTENT_POLICY"
             )
+        # Built before the wait, so a request that can never be drawn fails at once.
+        draw = self._drawing(request)
+        _drill_crash_or_hang(request)
+        self._act_remote(request)
+        return draw()
+
+    def _drawing(self, request: OutputRequest) -> Callable[[], ProviderOutput]:
+        """What makes the output of `request`, after checking its inputs."""
+        if request.kind == "video":
+            plan = clip_plan(request)
+            return lambda: render_clip(request, plan)
         source = None
         if request.kind == "edit":
             if not request.source_image:
@@ -87,8 +108,10 @@ class LocalProvider:
                     code="SOURCE_IMAGE_REQUIRED",
                 )
             source = _open_source(request.source_image, max_side=self.input_max_side)
+        return lambda: _png_output(render(request, source))
 
-        _drill_crash_or_hang(request)
+    def _act_remote(self, request: OutputRequest) -> None:
+        """Take as long as a remote provider and fail as often as configured."""
         latency_ms = self._latency_ms if self._latency_ms is not None else _latency_setting()
         if latency_ms > 0:
             # Like a real client, the call honours its timeout: it gives up rather than overrun it.
@@ -107,10 +130,11 @@ class LocalProvider:
                 retry_after=None,
             )
 
-        image = render(request, source)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=1)
-        return ProviderOutput(content=buffer.getvalue(), mime="image/png", width=image.width, height=image.height)
+
+def _png_output(image: Image.Image) -> ProviderOutput:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return ProviderOutput(content=buffer.getvalue(), mime="image/png", width=image.width, height=image.height)
 
 
 # -- fault drills --------------------------------------------------------------------------------

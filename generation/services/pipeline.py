@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from credits.services import credits_capture
 from generation.models import GeneratedOutput, GenerationJob
+from generation.providers import errors as provider_errors
 from generation.providers.base import (
     OperationLost,
     OperationStatus,
@@ -372,7 +373,7 @@ def _poll_until_done(
             raise PermanentProviderError(
                 f"The provider did not finish within {settings.PROVIDER_OPERATION_TIMEOUT_SECONDS:.0f} s; "
                 "nothing was charged.",
-                code="PROVIDER_TIMEOUT",
+                code=provider_errors.PROVIDER_TIMEOUT,
             )
         if time.monotonic() >= deadline:
             raise RunOutOfTime
@@ -413,9 +414,7 @@ def _call_provider(call: Callable[[OutputRequest], T], request: OutputRequest, h
         except StepTimeout:
             if time.monotonic() >= deadline:
                 raise RunOutOfTime from None
-            error = TransientProviderError(
-                f"The provider did not answer within {timeout:.0f} s.", code="PROVIDER_TIMEOUT"
-            )
+            error = provider_errors.timed_out("The provider", timeout)
         except OperationLost:
             raise  # the operation is gone: a new one must be started, not this call repeated
         except TransientProviderError as transient:
@@ -424,7 +423,7 @@ def _call_provider(call: Callable[[OutputRequest], T], request: OutputRequest, h
             raise
         except Exception as leaked:  # noqa: BLE001 - an SDK's own network error, unwrapped by its adapter
             logger.warning("job %s output %d: provider call raised %r", held.job_id, request.index + 1, leaked)
-            error = TransientProviderError("The provider call failed unexpectedly.", code="PROVIDER_ERROR")
+            error = provider_errors.unexpected()
         if attempt == retries:
             raise error
         delay = Backoff.for_provider_retries().delay(attempt, error.retry_after)
