@@ -7,6 +7,7 @@ from typing import ClassVar
 from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -65,6 +66,7 @@ class OutputInline(admin.TabularInline):
         "width",
         "height",
         "bytes",
+        "provider_report",
         "carried_from",
         "created_at",
     )
@@ -75,9 +77,10 @@ class OutputInline(admin.TabularInline):
 
     @admin.display(description="image")
     def preview(self, output: GeneratedOutput) -> str:
-        from generation.api.serializers import output_url
-
-        return format_html('<img src="{}" style="height:64px">', output_url(output))
+        # A clip previews as its poster frame.
+        route = "api:job-output-poster" if output.poster else "api:job-output"
+        url = reverse(route, kwargs={"job_id": output.job_id, "number": output.index + 1})
+        return format_html('<img src="{}" style="height:64px">', url)
 
 
 @admin.register(GenerationJob)
