@@ -169,7 +169,9 @@ def test_backoff_honours_retry_after_and_grows_with_jitter_within_bounds(setting
     settings.JOB_RETRY_BASE_SECONDS = 1.0
     settings.JOB_RETRY_MAX_SECONDS = 30.0
     assert Backoff.for_provider_retries().delay(0, retry_after=7.0) == 7.0
-    assert Backoff.for_provider_retries().delay(0, retry_after=300.0) == 30.0
+    # A provider's Retry-After wins over the backoff's own ceiling, up to two minutes.
+    assert Backoff.for_provider_retries().delay(0, retry_after=45.0) == 45.0
+    assert Backoff.for_provider_retries().delay(0, retry_after=300.0) == 120.0
     for attempt, ceiling in [(0, 1.0), (1, 2.0), (3, 8.0), (10, 30.0)]:
         delays = {Backoff.for_provider_retries().delay(attempt) for _ in range(20)}
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays)

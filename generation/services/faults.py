@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from generation.providers.errors import MAX_RETRY_AFTER_SECONDS
 from generation.services.bounded import StepTimeout
 
 
@@ -69,9 +70,10 @@ class Backoff:
         return cls(base_seconds=settings.JOB_RETRY_BASE_SECONDS, max_seconds=settings.JOB_RETRY_MAX_SECONDS)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """The wait after `attempt` (0-based) failures; a provider's Retry-After wins, capped."""
+        """The wait after `attempt` (0-based) failures. A provider's Retry-After wins, even past
+        `max_seconds` (asking sooner only draws another refusal), up to MAX_RETRY_AFTER_SECONDS."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_seconds)
+            return min(max(retry_after, 0.0), MAX_RETRY_AFTER_SECONDS)
         ceiling = min(self.max_seconds, self.base_seconds * (2 ** min(attempt, 20)))
         return random.uniform(ceiling / 2, ceiling)
 
