@@ -362,3 +362,25 @@ def price_table() -> list[dict]:
         for kind in sorted(model.kinds)
         for quality, credits in model.credits.items()
     ]
+
+
+def models_markdown() -> str:
+    """The README's table of models (a test keeps the README equal to it)."""
+    rows = [
+        "| provider | model | makes | aspect ratios | options | most per job | credits (draft/standard/high) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for spec in PROVIDERS.values():
+        for model in spec.models:
+            options = sorted(option.value for option in model.options)
+            if model.durations:
+                options.append(f"clips of {'/'.join(str(d) for d in sorted(model.durations))} s")
+            if model.accepts_mask:
+                options.append("mask")
+            unit = " a second" if VIDEO in model.kinds else ""
+            prices = "/".join(str(model.credits.get(quality, model.credits["standard"])) for quality in QUALITIES)
+            rows.append(
+                f"| `{spec.name}` | `{model.id}` | {', '.join(sorted(model.kinds))} | {' '.join(model.aspect_ratios)} "
+                f"| {', '.join(options) or '—'} | {model.max_outputs} | {prices}{unit} |"
+            )
+    return "\n".join(rows)
