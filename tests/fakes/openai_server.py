@@ -53,7 +53,8 @@ def parse_edit(request: Recorded) -> EditForm:
     form = EditForm()
     for part in message.iter_parts():  # type: ignore[attr-defined]
         name = part.get_param("name", header="content-disposition")
-        content = part.get_payload(decode=True) or b""
+        payload = part.get_payload(decode=True)
+        content = payload if isinstance(payload, bytes) else b""
         filename = part.get_filename()
         if filename is None:
             form.fields[name] = content.decode()
