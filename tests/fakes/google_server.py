@@ -151,6 +151,7 @@ class FakeGoogle(FakeServer):
             self.requests.clear()
             self._script.clear()
             self.operations.clear()
+            self._responses = 0
         self._held.clear()
 
     # -- answers -----------------------------------------------------------------------------
@@ -171,7 +172,9 @@ class FakeGoogle(FakeServer):
     def _generate_content(self, request: Recorded, model: str) -> Answer:
         body = request.json()
         aspect_ratio = body.get("generationConfig", {}).get("imageConfig", {}).get("aspectRatio", "1:1")
-        self._responses += 1
+        with self._lock:
+            self._responses += 1
+            response_id = f"response-{self._responses}"
         return Answer(
             body={
                 "candidates": [
@@ -191,10 +194,13 @@ class FakeGoogle(FakeServer):
                     "promptTokenCount": 271,
                     "candidatesTokenCount": 1290,
                     "totalTokenCount": 1561,
-                    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 13}, {"modality": "IMAGE", "tokenCount": 258}],
+                    "promptTokensDetails": [
+                        {"modality": "TEXT", "tokenCount": 13},
+                        {"modality": "IMAGE", "tokenCount": 258},
+                    ],
                 },
                 "modelVersion": model,
-                "responseId": f"response-{self._responses}",
+                "responseId": response_id,
             }
         )
 
@@ -217,7 +223,9 @@ class FakeGoogle(FakeServer):
     def _start_operation(self, request: Recorded, resource: str, model: str) -> Answer:
         aspect_ratio = request.json().get("parameters", {}).get("aspectRatio", "16:9")
         # Vertex names an operation after the model's full resource, with the project's number.
-        prefix = "" if resource.split("/")[2] == "projects" else f"projects/{FAKE_PROJECT_NUMBER}/locations/{FAKE_LOCATION}/"
+        prefix = (
+            "" if resource.split("/")[2] == "projects" else f"projects/{FAKE_PROJECT_NUMBER}/locations/{FAKE_LOCATION}/"
+        )
         model_resource = resource.split("/", 2)[2]  # without the leading "/v1beta1/"
         name = f"{prefix}{model_resource}/operations/{uuid.uuid4()}"
         with self._lock:
