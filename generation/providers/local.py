@@ -62,7 +62,9 @@ class LocalProvider:
     # It never draws above 1024 px ("high" quality), so a larger input only costs memory.
     input_max_side = 1024
     # Measured: a 1024 px output from a 1024 px RGBA source and three references peaks about
-    # 31 MB above the process's baseline; the rest is headroom.
+    # 31 MB above the process's baseline; a clip about 37 MB whatever its length or shape (frames
+    # stream through the encoder one at a time): 6 MB of art, the rest x264's encoder state, paid
+    # again by every clip encoded at the same time. The rest is headroom.
     working_memory_mb = 48
 
     def __init__(self, *, latency_ms: int | None = None, failure_rate: float | None = None) -> None:
