@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import request_team
 from config.pagination import BoundedLimitOffsetPagination
+from generation.api.ranges import ranged_file_response
 from generation.api.serializers import (
     ActivitySeenSerializer,
     AssetSerializer,
@@ -157,12 +158,18 @@ class JobRetryView(APIView):
         return _job_response(request, retry, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-def _stream_from_storage(name: str, *, filename: str, content_type: str, as_attachment: bool) -> HttpResponseBase:
+def _stream_from_storage(
+    request: Request, name: str, *, filename: str, content_type: str, as_attachment: bool
+) -> HttpResponseBase:
     url = default_storage.url(name)
     if url.startswith("http"):
         return HttpResponseRedirect(url)  # a signed, short-lived S3 URL: no bytes through the web process
-    return FileResponse(
-        default_storage.open(name, "rb"), filename=filename, content_type=content_type, as_attachment=as_attachment
+    return ranged_file_response(
+        name,
+        range_header=request.headers.get("Range", ""),
+        filename=filename,
+        content_type=content_type,
+        as_attachment=as_attachment,
     )
 
 
@@ -176,7 +183,7 @@ class JobDownloadView(APIView):
         filename = f"atelier-{job.id}.zip"
         if job.archive:
             return _stream_from_storage(
-                stored_name(job.archive), filename=filename, content_type="application/zip", as_attachment=True
+                request, stored_name(job.archive), filename=filename, content_type="application/zip", as_attachment=True
             )
         outputs = list(job.outputs.all())
         if not outputs:
@@ -204,6 +211,7 @@ class JobOutputView(APIView):
     def get(self, request: Request, job_id: UUID, number: int) -> HttpResponseBase:
         output = _output_for_team(request, job_id, number)
         return _stream_from_storage(
+            request,
             stored_name(output.file),
             filename=output_filename(output.index, output.mime),
             content_type=output.mime,
@@ -221,6 +229,7 @@ class JobOutputPosterView(APIView):
         if not output.poster:
             raise Http404("This output has no poster.")
         return _stream_from_storage(
+            request,
             stored_name(output.poster),
             filename=f"clip-{number}-poster.png",
             content_type="image/png",
@@ -248,7 +257,7 @@ class AssetContentView(APIView):
         asset = get_object_or_404(InputAsset, team=request_team(request), id=asset_id)
         name = stored_name(asset.file)
         return _stream_from_storage(
-            name, filename=name.rsplit("/", 1)[-1], content_type=asset.mime, as_attachment=False
+            request, name, filename=name.rsplit("/", 1)[-1], content_type=asset.mime, as_attachment=False
         )
 
 

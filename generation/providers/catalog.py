@@ -93,7 +93,7 @@ class ModelSpec:
                 errors["params.output_format"] = [f"{self.label} accepts: {_listed(self.output_formats)}."]
             elif option is Option.DURATION and int(value) not in self.durations:
                 errors["params.duration_seconds"] = [
-                    f"{self.label} makes clips of {_listed([str(d) for d in self.durations])} seconds."
+                    f"{self.label} makes clips of {_listed([str(d) for d in sorted(self.durations)])} seconds."
                 ]
         if (
             params.get("background") == "transparent"
