@@ -11,7 +11,7 @@ DEMO_PASSWORD ?= atelier-demo-1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/atelier
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test chaos lint typecheck bench clean
+.PHONY: install run test chaos lint typecheck bench bench-video clean
 
 # The project runs from this folder and is not installed itself: only its dependencies (and the
 # dev extra) from pyproject.toml, pinned by constraints.txt.
@@ -54,6 +54,10 @@ typecheck: install
 
 bench: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(BIN)/python bench/run_jobs.py
+
+# Encode time and peak memory of the local provider's clips.
+bench-video: install
+	$(BIN)/python bench/local_video.py
 
 clean:
 	rm -rf $(VENV) var
