@@ -4,29 +4,18 @@ PostgreSQL, Redis and a real worker."""
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from generation.models import GeneratedOutput, GenerationJob, Look
+from tests.browser import DESKTOP, SLOW, log_in, running_chromium, screenshot
 from tests.conftest import wait_for_finish, wait_for_job
+from tests.factories import png_bytes
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
-
-CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
-# Without the networking flags Chromium keeps calling home, which this sandboxed machine refuses.
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]  # fmt: skip
-PASSWORD = "correct-horse-battery"  # the factories' password
-SLOW = 30_000  # ms: the longest a page waits for a job's next state
-SCREENSHOTS = Path(os.environ.get("ATELIER_SCREENSHOTS_DIR", "test-results/screenshots"))
 
 
 @pytest.fixture(scope="module")
@@ -36,36 +25,16 @@ def stack(make_stack):
 
 @pytest.fixture(scope="module")
 def browser() -> Browser:
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are plain
-    # synchronous code, so Django's async-safety guard is lifted for this process.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield browser
-            browser.close()
-    finally:
-        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]  # only this module's process needs it
+    with running_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
 def context(browser: Browser, live_server) -> BrowserContext:
-    context = browser.new_context(
-        base_url=live_server.url, viewport={"width": 1280, "height": 900}, accept_downloads=True
-    )
+    context = browser.new_context(base_url=live_server.url, viewport=DESKTOP, accept_downloads=True)
     context.set_default_timeout(SLOW)
     yield context
     context.close()
-
-
-def log_in(context: BrowserContext, email: str) -> Page:
-    page = context.new_page()
-    page.goto("/accounts/login/")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url("**/studio/*/")
-    return page
 
 
 def generate(page: Page, prompt: str, count: int, **selects: str) -> None:
@@ -82,11 +51,6 @@ def generate(page: Page, prompt: str, count: int, **selects: str) -> None:
 def open_tab(page: Page, position: int) -> None:
     page.get_by_test_id("tab-link").nth(position).click()
     page.wait_for_load_state()
-
-
-def screenshot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
 
 
 def test_two_tabs_each_show_their_own_progress_and_results(stack, alice, context):
@@ -232,3 +196,19 @@ def test_remix_opens_a_new_tab_with_the_looks_prompt_and_settings(stack, alice, 
     expect(page.get_by_test_id("estimate-credits")).to_have_text("2 credits")
     expect(page.get_by_test_id("tab-link")).to_have_count(2)
     assert wait_for_job(GenerationJob.objects.get(prompt="minimal teal geometry").id, lambda job: job.is_finished)
+
+
+def test_a_file_picked_before_the_settings_are_redrawn_is_still_sent(stack, alice, context):
+    page = log_in(context, alice.user.email)
+    page.get_by_test_id("prompt").fill("recolour the reference")
+    picture = {"name": "reference.png", "mimeType": "image/png", "buffer": png_bytes(48, 48)}
+    page.get_by_test_id("reference_1").set_input_files(picture)
+    page.get_by_test_id("kind").select_option("edit")  # redraws the settings: a source upload appears
+    expect(page.get_by_test_id("source_image")).to_be_visible()
+    assert page.get_by_test_id("reference_1").evaluate("input => input.files.length") == 1
+    page.get_by_test_id("source_image").set_input_files({**picture, "name": "source.png"})
+    page.get_by_test_id("generate").click()
+    expect(page.get_by_test_id("status")).to_have_text("Succeeded")
+    job = GenerationJob.objects.get(prompt="recolour the reference")
+    assert job.kind == "edit" and job.source_asset is not None
+    assert job.reference_links.get().role == "reference"

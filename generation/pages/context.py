@@ -40,7 +40,8 @@ class ActivityNotice:
         )
         self.finished = unseen
         self.finished_count = len(unseen)
-        self.images = sum(job.completed_outputs for job in unseen)
+        self.images = sum(job.completed_outputs for job in unseen if job.kind != GenerationJob.Kind.VIDEO)
+        self.clips = sum(job.completed_outputs for job in unseen if job.kind == GenerationJob.Kind.VIDEO)
         self.active_count = mine.filter(status__in=ACTIVE_STATUSES).count()
         if unseen:
             GenerationJob.objects.filter(id__in=[job.id for job in unseen]).update(seen_at=timezone.now())

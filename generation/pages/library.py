@@ -11,9 +11,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from credits.models import LedgerEntry
+from credits.services import job_credits_from_entries
 from generation.models import GenerationJob
 from generation.pages.context import page_team, page_user
-from generation.pages.studio import progress_context
+from generation.pages.studio import output_view, progress_context
 from generation.selectors import job_list_for_team, job_queryset_for_team, look_list_for_team
 from generation.services.studio import job_mark_seen, tab_remix
 
@@ -40,7 +42,47 @@ def job_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def job_page(request: HttpRequest, job_id: UUID) -> HttpResponse:
     job = get_object_or_404(job_queryset_for_team(page_team(request)), id=job_id)
-    return render(request, "jobs/detail.html", progress_context(request, job))
+    context = progress_context(request, job)
+    captured = dict(
+        LedgerEntry.objects.filter(job_id=job.id, kind=LedgerEntry.Kind.CAPTURE).values_list(
+            "output_index", "held_delta"
+        )
+    )
+    context["reports"] = [
+        {
+            "view": view,
+            "captured": -captured.get(view.output.index, 0),
+            "rows": report_rows(view.output.provider_report),
+        }
+        for view in context["outputs"]
+    ]
+    context["credits"] = job_credits_from_entries(list(job.ledger_entries.all()))
+    return render(request, "jobs/detail.html", context)
+
+
+# How the job page names what a provider reported (see ProviderOutput.report); other keys as they come.
+REPORT_LABELS = {
+    "model_version": "Model version",
+    "revised_prompt": "Revised prompt",
+    "usage": "Usage",
+    "cost": "Cost",
+    "operation": "Operation",
+}
+
+
+def report_rows(report: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """A provider's report as (label, value) rows, nested parts flattened: usage's token counts
+    become "Usage · input_tokens", so an operator can set them beside the provider's bill."""
+    rows: list[tuple[str, str]] = []
+    keys = [key for key in REPORT_LABELS if key in report] + sorted(key for key in report if key not in REPORT_LABELS)
+    for key in keys:
+        value = report[key]
+        label = f"{prefix} · {key}" if prefix else REPORT_LABELS.get(key, key.replace("_", " ").capitalize())
+        if isinstance(value, dict):
+            rows.extend(report_rows(value, label))
+        elif value is not None and value != "":
+            rows.append((label, ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    return rows
 
 
 @login_required
@@ -55,14 +97,15 @@ def job_progress(request: HttpRequest, job_id: UUID) -> HttpResponse:
 @require_GET
 def collection(request: HttpRequest) -> HttpResponse:
     page = Paginator(look_list_for_team(team=page_team(request)), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "collection/list.html", {"page": page})
+    looks = [(look, output_view(look.output)) for look in page]
+    return render(request, "collection/list.html", {"page": page, "looks": looks})
 
 
 @login_required
 @require_GET
 def look_page(request: HttpRequest, look_id: UUID) -> HttpResponse:
     look = get_object_or_404(look_list_for_team(team=page_team(request)), id=look_id)
-    return render(request, "collection/detail.html", {"look": look})
+    return render(request, "collection/detail.html", {"look": look, "item": output_view(look.output)})
 
 
 @login_required

@@ -5,24 +5,24 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import condition, require_GET, require_POST
 
 from config.errors import ServiceError
 from credits.services import InsufficientCredits
 from generation.errors import IdempotencyConflict
-from generation.models import GenerationJob, StudioTab
+from generation.models import GeneratedOutput, GenerationJob, StudioTab
 from generation.pages.context import page_team, page_user
-from generation.pages.studio_form import REFERENCE_SLOTS, FormResult, draft_from_post, form_values
-from generation.prompts import STYLE_PRESETS
-from generation.providers.catalog import ASPECT_RATIOS, QUALITIES, configured_providers
+from generation.pages.form_shape import form_shape, labelled_errors
+from generation.pages.studio_form import FormResult, draft_from_post, form_errors, form_values
 from generation.services.lifecycle import job_cancel
 from generation.services.retry import job_retry
 from generation.services.studio import job_mark_seen, tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
@@ -47,29 +47,67 @@ def _tabs(request: HttpRequest) -> list[StudioTab]:
     )
 
 
-def form_choices() -> dict:
-    return {
-        "providers": [(spec.name, tuple(model.id for model in spec.models)) for spec in configured_providers()],
-        "styles": sorted(STYLE_PRESETS),
-        "qualities": QUALITIES,
-        "aspect_ratios": ASPECT_RATIOS,
-        "kinds": [("image", "Image"), ("edit", "Edit an image")],
-        "counts": range(1, settings.GENERATION_MAX_OUTPUTS + 1),
-        "reference_slots": range(1, REFERENCE_SLOTS + 1),
-    }
+@dataclass(frozen=True)
+class OutputView:
+    """One delivered output as the pages show it: an image, or a clip with its poster frame."""
+
+    output: GeneratedOutput
+    number: int  # counted from 1, like the zip's image-1.png
+    url: str
+    poster_url: str
+    is_clip: bool
+
+    @property
+    def label(self) -> str:
+        return f"{'Clip' if self.is_clip else 'Image'} {self.number}"
+
+
+def output_view(output: GeneratedOutput) -> OutputView:
+    route = {"job_id": output.job_id, "number": output.index + 1}
+    return OutputView(
+        output=output,
+        number=output.index + 1,
+        url=reverse("api:job-output", kwargs=route),
+        poster_url=reverse("api:job-output-poster", kwargs=route) if output.poster else "",
+        is_clip=output.mime.startswith("video/"),
+    )
+
+
+def elapsed_text(seconds: float) -> str:
+    """0:07, 12:34, 1:02:03 (app.js formats the ticking copy alike)."""
+    minutes, secs = divmod(max(int(seconds), 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def progress_context(request: HttpRequest, job: GenerationJob | None, tab: StudioTab | None = None) -> dict:
-    outputs = list(job.outputs.order_by("index")) if job is not None else []
+    """The progress panel: the outputs so far, the places of those to come, and honest progress:
+    the queue position while queued; while running, for how long (since the job started), and
+    the provider's own percentage of the output it is making when it reports one (Veo does)."""
+    if job is None:
+        return {"job": None, "tab": tab, "outputs": [], "pending": range(0), "poll_seconds": POLL_SECONDS}
+    outputs = [output_view(output) for output in job.outputs.order_by("index")]
+    running = job.status == GenerationJob.Status.RUNNING
+    operation = job.provider_operation if running else {}
+    provider_percent = operation.get("progress")
+    done = job.completed_outputs + (provider_percent or 0) / 100
     return {
         "job": job,
         "tab": tab,
         "outputs": outputs,
-        # Placeholders for the images still to come, while the job can still make them.
-        "pending": range(job.total_outputs - len(outputs)) if job is not None and job.is_active else range(0),
-        "percent": round(100 * job.completed_outputs / job.total_outputs) if job else 0,
+        # Placeholders for the outputs still to come, while the job can still make them.
+        "pending": range(job.total_outputs - len(outputs)) if job.is_active else range(0),
+        "is_video": job.kind == GenerationJob.Kind.VIDEO,
+        "frame_ratio": str(job.params.get("aspect_ratio") or "1:1").replace(":", " / "),
+        "percent": round(100 * done / job.total_outputs),
+        "progress_value": f"{done:.2f}",
+        "running_for": elapsed_text((timezone.now() - job.started_at).total_seconds())
+        if running and job.started_at
+        else "",
+        "provider_percent": provider_percent,
+        "operation_number": operation.get("index", job.completed_outputs) + 1,
         "poll_seconds": POLL_SECONDS,
-        "queue_position": job.queue_position() if job is not None else None,
+        "queue_position": job.queue_position(),
     }
 
 
@@ -77,15 +115,17 @@ def _render_tab(
     request: HttpRequest, tab: StudioTab, form: FormResult | None = None, status: int = 200, **extra: object
 ) -> HttpResponse:
     draft = form.draft if form is not None else tab.draft
+    errors = form.errors if form is not None else {}
+    values = form_values(draft)
     job = tab_current_job(tab)
     context = {
         "tabs": _tabs(request),
         "tab": tab,
         # One token per rendered form: submitting it twice (a double click) starts one job.
         "submit_token": uuid.uuid4().hex,
-        "values": form_values(draft),
-        "errors": form.errors if form is not None else {},
-        **form_choices(),
+        "values": values,
+        "errors": errors,
+        "shape": form_shape(values, errors),
         **progress_context(request, job, tab),
         **extra,
     }
@@ -139,10 +179,25 @@ def tab_estimate(request: HttpRequest, tab_id: int) -> HttpResponse:
         try:
             estimate = job_estimate(spec=form.spec)
         except ServiceError as error:
-            form.errors = {key.split(".")[-1]: value for key, value in error.details.items()}
+            form.errors = form_errors(error.details, form.draft)
     if request.htmx:  # type: ignore[attr-defined]
-        return render(request, "studio/partials/estimate.html", {"estimate": estimate, "errors": form.errors})
+        context = {"estimate": estimate, "estimate_errors": labelled_errors(form.errors)}
+        return render(request, "studio/partials/estimate.html", context)
     return _render_tab(request, tab, form, estimate=estimate)
+
+
+@login_required
+@require_POST
+def tab_form_settings(request: HttpRequest, tab_id: int) -> HttpResponse:
+    """The form's settings drawn again for the provider, kind and model just chosen (htmx swaps
+    them in, then asks for the estimate, which saves the draft). Without htmx: the whole tab."""
+    tab = _tab(request, tab_id)
+    form = draft_from_post(post=request.POST, files={}, team=page_team(request), user=page_user(request))  # type: ignore[arg-type]
+    if not request.htmx:  # type: ignore[attr-defined]
+        return _render_tab(request, tab, FormResult(draft=form.draft))
+    values = form_values(form.draft)
+    context = {"tab": tab, "values": values, "shape": form_shape(values, {}), "reshaped": True}
+    return render(request, "studio/partials/form_settings.html", context)
 
 
 @login_required
@@ -168,7 +223,7 @@ def tab_generate(request: HttpRequest, tab_id: int) -> HttpResponse:
         shortfall = {**error.details, "short": error.details["required"] - error.details["available"]}
         return _render_tab(request, tab, form, status=402, shortfall=shortfall)
     except ServiceError as error:
-        form.errors = {key.split(".")[-1]: value for key, value in error.details.items()} or {"prompt": [error.message]}
+        form.errors = form_errors(error.details, form.draft) or {"prompt": [error.message]}
         return _render_tab(request, tab, form, status=400)
     return redirect("studio-tab", tab_id=tab.id)
 
@@ -180,7 +235,18 @@ def _progress_etag(request: HttpRequest, tab_id: int) -> str | None:
     row = (
         GenerationJob.objects.filter(tab_id=tab_id, tab__user=request.user)
         .order_by("-created_at")
-        .values_list("id", "status", "completed_outputs", "cancel_requested", "created_at", "outage_since")
+        .values_list(
+            "id",
+            "status",
+            "completed_outputs",
+            "cancel_requested",
+            "created_at",
+            "outage_since",
+            # The running time ticks in the page (app.js), not here: a poll stays a 304 until
+            # something else changes, such as the provider's own progress.
+            "started_at",
+            "provider_operation",
+        )  # fmt: skip
         .first()
     )
     position = ""

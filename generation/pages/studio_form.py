@@ -1,5 +1,6 @@
 """The studio form. Its draft is the API's job body, so the page and the API validate alike
-(with `JobCreateSerializer`) and a draft can be submitted as it is."""
+(with `JobCreateSerializer`) and a draft can be submitted as it is. What the form offers (its
+shape) is drawn from the model registry: see `generation/pages/form_shape.py`."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from accounts.models import Team, User
 from config.api_errors import flatten_field_errors
 from config.errors import ValidationFailed
 from generation.api.serializers import JobCreateSerializer
+from generation.providers.catalog import Option
 from generation.services.assets import asset_upload
 from generation.services.submit import JobSpec
 from generation.uploads import too_large_message
 
-PARAM_FIELDS = ("style", "quality", "aspect_ratio", "seed", "guidance_scale", "steps", "strength", "negative_prompt")
+PARAM_FIELDS = ("style", "quality", "aspect_ratio", *(option.value for option in Option))
 REFERENCE_SLOTS = 3  # reference images on the form, each with its influence weight
 TOP_FIELDS = ("prompt", "kind", "provider", "model", "count")
 
@@ -34,7 +36,7 @@ def draft_from_post(
     *, post: QueryDict, files: MultiValueDict, team: Team, user: User, oversized: set[str] | None = None
 ) -> FormResult:
     """1. Read the fields into the API's body shape, leaving out empty optional values.
-    2. Upload new images (source, references, sketch), keeping earlier uploads named in hidden fields.
+    2. Upload new images (source, mask, references, sketch), keeping earlier uploads named in hidden fields.
     3. Validate with the API's serializer; map its field paths back to the form's field names.
     """
     draft: dict = {name: post.get(name, "").strip() for name in TOP_FIELDS if post.get(name, "").strip()}
@@ -60,6 +62,9 @@ def draft_from_post(
     source = upload("source_image")
     if source:
         inputs["source_asset_id"] = source
+    mask = upload("mask_image")
+    if mask:
+        inputs["mask_asset_id"] = mask
     references = []
     for slot in range(1, REFERENCE_SLOTS + 1):
         asset_id = upload(f"reference_{slot}")
@@ -102,12 +107,14 @@ def form_errors(api_errors: dict[str, list[str]], draft: dict) -> dict[str, list
             name = parts[1]
         elif parts[:2] == ["inputs", "source_asset_id"]:
             name = "source_image"
+        elif parts[:2] == ["inputs", "mask_asset_id"]:
+            name = "mask_image"
         elif parts[:2] == ["inputs", "references"] and len(parts) > 2 and parts[2].isdigit():
             name = f"reference_{int(parts[2]) + 1}"
         elif parts[:2] == ["inputs", "sketch"]:
             name = "sketch_image"
         else:
-            name = parts[0]
+            name = parts[-1] if parts[0] == "inputs" else parts[0]
         named.setdefault(name, []).extend(messages)
     return named
 
@@ -118,6 +125,10 @@ def form_values(draft: dict) -> dict:
     values.update({name: draft.get("params", {}).get(name, "") for name in PARAM_FIELDS})
     inputs = draft.get("inputs", {})
     values["source_image_asset"] = inputs.get("source_asset_id", "")
+    values["mask_image_asset"] = inputs.get("mask_asset_id", "")
+    for slot in range(1, REFERENCE_SLOTS + 1):
+        values[f"reference_{slot}_asset"] = ""
+        values[f"reference_{slot}_weight"] = 0.5
     for slot, reference in enumerate(inputs.get("references", [])[:REFERENCE_SLOTS], start=1):
         values[f"reference_{slot}_asset"] = reference.get("asset_id", "")
         values[f"reference_{slot}_weight"] = reference.get("weight", 0.5)

@@ -25,6 +25,7 @@ urlpatterns = [
     path("studio/<rowid:tab_id>/rename/", studio.tab_rename_view, name="studio-rename"),
     path("studio/<rowid:tab_id>/close/", studio.tab_close_view, name="studio-close"),
     path("studio/<rowid:tab_id>/estimate/", studio.tab_estimate, name="studio-estimate"),
+    path("studio/<rowid:tab_id>/form/", studio.tab_form_settings, name="studio-form"),
     path("studio/<rowid:tab_id>/generate/", studio.tab_generate, name="studio-generate"),
     path("studio/<rowid:tab_id>/progress/", studio.tab_progress, name="studio-progress"),
     path("jobs/", library.job_list, name="job-list"),
