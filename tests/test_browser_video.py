@@ -114,7 +114,13 @@ def test_a_video_job_from_the_studio_runs_and_its_clip_plays(stack, alice, brows
     page.goto("/collection/")
     poster = page.get_by_test_id("look-poster")
     expect(poster).to_be_visible()
-    assert poster.evaluate("img => img.complete && img.naturalWidth") == 640
+    # The poster may still be on its way when the page is shown: wait for it, with a deadline.
+    page.wait_for_function(
+        "() => { const img = document.querySelector('[data-testid=look-poster]');"
+        " return img && img.complete && img.naturalWidth > 0; }",
+        timeout=10_000,
+    )
+    assert poster.evaluate("img => img.naturalWidth") == 640
     poster.click()
     wait_until_playable(page, "full-clip")
     context.close()
