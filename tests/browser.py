@@ -20,7 +20,7 @@ CHROMIUM_ARGS = [
 PASSWORD = "correct-horse-battery"  # the factories' password
 SLOW = 30_000  # ms: the longest a page waits for a job's next state
 SCREENSHOTS = Path(os.environ.get("ATELIER_SCREENSHOTS_DIR", "test-results/screenshots"))
-DESKTOP = {"width": 1280, "height": 900}
+DESKTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
 

@@ -135,17 +135,30 @@ def _listed(values: tuple[str, ...] | list[str]) -> str:
     return ", ".join(values)
 
 
-_OPENAI_FORMATS = dict(
-    options=frozenset({Option.BACKGROUND, Option.OUTPUT_FORMAT}),
-    backgrounds=BACKGROUNDS,
-    output_formats=OUTPUT_FORMATS,
-    accepts_mask=True,
-    max_references=4,
-)
 # The standard sizes every GPT image model makes: 1024x1024, 1536x1024 and 1024x1536.
 _OPENAI_STANDARD_RATIOS = ("1:1", "3:2", "2:3")
 # Models that take any WIDTHxHEIGHT (multiples of 16, between 1:3 and 3:1).
 _OPENAI_ANY_RATIOS = ASPECT_RATIOS
+
+
+def _gpt_image(model_id: str, label: str, ratios: tuple[str, ...], draft_credits: int, note: str = "") -> ModelSpec:
+    """A GPT image model: they differ only in the sizes they make and their price (standard
+    quality costs twice draft, high twice standard)."""
+    return ModelSpec(
+        provider="openai",
+        id=model_id,
+        label=label,
+        kinds=IMAGE_KINDS,
+        aspect_ratios=ratios,
+        credits={"draft": draft_credits, "standard": 2 * draft_credits, "high": 4 * draft_credits},
+        options=frozenset({Option.BACKGROUND, Option.OUTPUT_FORMAT}),
+        backgrounds=BACKGROUNDS,
+        output_formats=OUTPUT_FORMATS,
+        accepts_mask=True,
+        max_references=4,
+        note=note,
+    )
+
 
 _OPENAI = ProviderSpec(
     name="openai",
@@ -153,52 +166,11 @@ _OPENAI = ProviderSpec(
     enabled_by="OPENAI_API_KEY",
     default_model_setting="OPENAI_DEFAULT_MODEL",
     models=(
-        ModelSpec(
-            provider="openai",
-            id="gpt-image-2",
-            label="GPT Image 2",
-            kinds=IMAGE_KINDS,
-            aspect_ratios=_OPENAI_ANY_RATIOS,
-            credits={"draft": 2, "standard": 4, "high": 8},
-            **_OPENAI_FORMATS,  # type: ignore[arg-type]
-            note="Transparent backgrounds are in preview.",
-        ),
-        ModelSpec(
-            provider="openai",
-            id="gpt-image-2.5-flare",
-            label="GPT Image 2.5 Flare",
-            kinds=IMAGE_KINDS,
-            aspect_ratios=_OPENAI_ANY_RATIOS,
-            credits={"draft": 2, "standard": 4, "high": 8},
-            **_OPENAI_FORMATS,  # type: ignore[arg-type]
-        ),
-        ModelSpec(
-            provider="openai",
-            id="gpt-image-2.5-sunburst",
-            label="GPT Image 2.5 Sunburst",
-            kinds=IMAGE_KINDS,
-            aspect_ratios=_OPENAI_ANY_RATIOS,
-            credits={"draft": 3, "standard": 6, "high": 12},
-            **_OPENAI_FORMATS,  # type: ignore[arg-type]
-        ),
-        ModelSpec(
-            provider="openai",
-            id="gpt-image-1.5",
-            label="GPT Image 1.5",
-            kinds=IMAGE_KINDS,
-            aspect_ratios=_OPENAI_STANDARD_RATIOS,
-            credits={"draft": 2, "standard": 4, "high": 8},
-            **_OPENAI_FORMATS,  # type: ignore[arg-type]
-        ),
-        ModelSpec(
-            provider="openai",
-            id="gpt-image-1-mini",
-            label="GPT Image 1 mini",
-            kinds=IMAGE_KINDS,
-            aspect_ratios=_OPENAI_STANDARD_RATIOS,
-            credits={"draft": 1, "standard": 2, "high": 4},
-            **_OPENAI_FORMATS,  # type: ignore[arg-type]
-        ),
+        _gpt_image("gpt-image-2", "GPT Image 2", _OPENAI_ANY_RATIOS, 2, note="Transparent backgrounds are in preview."),
+        _gpt_image("gpt-image-2.5-flare", "GPT Image 2.5 Flare", _OPENAI_ANY_RATIOS, 2),
+        _gpt_image("gpt-image-2.5-sunburst", "GPT Image 2.5 Sunburst", _OPENAI_ANY_RATIOS, 3),
+        _gpt_image("gpt-image-1.5", "GPT Image 1.5", _OPENAI_STANDARD_RATIOS, 2),
+        _gpt_image("gpt-image-1-mini", "GPT Image 1 mini", _OPENAI_STANDARD_RATIOS, 1),
     ),
 )
 
