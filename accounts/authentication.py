@@ -7,7 +7,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from accounts.models import ApiKey, Membership, User
+from accounts.models import ApiKey, User
 from accounts.services import api_key_hash
 
 # Writing last_used_at on every call would turn every read into a write.
@@ -35,13 +35,16 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         )
         if api_key is None or not hmac.compare_digest(api_key.key_hash, api_key_hash(raw_key)):
             raise exceptions.AuthenticationFailed("The API key is not valid.")
+        now = timezone.now()
+        if api_key.expires_at is not None and api_key.expires_at <= now:
+            raise exceptions.AuthenticationFailed("The API key has expired.")
         user = api_key.created_by
         if user is None or not user.is_active:
             raise exceptions.AuthenticationFailed("The API key's owner is no longer active.")
-        if not Membership.objects.filter(team_id=api_key.team_id, user=user).exists():
-            # A key acts for its creator in its team: it ends when they leave the team.
+        if api_key.membership_id is None:
+            # A key acts through its creator's membership: removing the member ends it for good,
+            # even if they join the team again later (that is a new membership).
             raise exceptions.AuthenticationFailed("The API key's owner is no longer a member of its team.")
-        now = timezone.now()
         if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(id=api_key.id).update(last_used_at=now)
         return user, api_key

@@ -15,6 +15,8 @@ class UserManager(BaseUserManager["User"]):
     def create_user(self, email: str, password: str | None = None, **extra: object) -> User:
         if not email:
             raise ValueError("An email address is required.")
+        # Accounts made by operators, commands and tests are verified; sign-up passes None.
+        extra.setdefault("email_verified_at", timezone.now())
         user = self.model(email=self.normalize_email(email).lower(), **extra)
         user.set_password(password)
         user.save(using=self._db)
@@ -38,6 +40,8 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # A new sign-up cannot log in (nor spend) until they open the link mailed to them.
+    email_verified_at = models.DateTimeField(null=True, blank=True)
 
     objects = UserManager()
 
@@ -57,6 +61,12 @@ class Team(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     members = models.ManyToManyField(User, through="Membership", related_name="teams")
+    # Per-team overrides of the quotas in settings (accounts/quotas.py); empty means the setting.
+    quota_active_jobs = models.PositiveIntegerField(null=True, blank=True)
+    quota_uploads = models.PositiveIntegerField(null=True, blank=True)
+    quota_upload_mb = models.PositiveIntegerField(null=True, blank=True)
+    quota_studio_tabs = models.PositiveIntegerField(null=True, blank=True)
+    quota_draft_kb = models.PositiveIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -90,12 +100,18 @@ class ApiKey(models.Model):
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
     created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="api_keys")
+    # The membership the key acts through. Removing the member empties it for good: a key never
+    # comes back to life when the person is added to the team again (a new membership).
+    membership = models.ForeignKey(
+        Membership, null=True, blank=True, on_delete=models.SET_NULL, related_name="api_keys"
+    )
     name = models.CharField(max_length=120, blank=True)
     prefix = models.CharField(max_length=16, unique=True)  # serves the lookup on every API call
     key_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

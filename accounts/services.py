@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
@@ -68,11 +69,19 @@ class IssuedApiKey:
     raw_key: str  # shown once, never stored
 
 
-def api_key_create(*, team: Team, created_by: User | None, name: str = "") -> IssuedApiKey:
+def api_key_create(*, team: Team, created_by: User, name: str = "", expires_at: datetime | None = None) -> IssuedApiKey:
+    """A key acts for its creator in `team` through their membership, which must exist."""
+    membership = Membership.objects.get(team=team, user=created_by)
     prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
     raw_key = f"atl_{prefix}_{secrets.token_urlsafe(API_KEY_SECRET_BYTES)}"
     api_key = ApiKey.objects.create(
-        team=team, created_by=created_by, name=name, prefix=prefix, key_hash=api_key_hash(raw_key)
+        team=team,
+        created_by=created_by,
+        membership=membership,
+        name=name,
+        prefix=prefix,
+        key_hash=api_key_hash(raw_key),
+        expires_at=expires_at,
     )
     return IssuedApiKey(api_key=api_key, raw_key=raw_key)
 

@@ -335,8 +335,6 @@ LOCAL_PROVIDER_LATENCY_MS = env_int("LOCAL_PROVIDER_LATENCY_MS", 1500, minimum=0
 LOCAL_PROVIDER_TRANSIENT_FAILURE_RATE = env_float(
     "LOCAL_PROVIDER_TRANSIENT_FAILURE_RATE", 0.0, minimum=0.0, maximum=1.0
 )
-# Credits every new sign-up's personal team starts with.
-SIGNUP_CREDITS = env_int("SIGNUP_CREDITS", 100, minimum=0)
 # Demos and tests: refuse every output from this image number (1-based) on; 0 is off.
 LOCAL_PROVIDER_REFUSE_FROM_IMAGE = env_int("LOCAL_PROVIDER_REFUSE_FROM_IMAGE", 0, minimum=0)
 # Fault drills only: a prompt with this word kills its worker process (as a native crash would).
@@ -363,6 +361,21 @@ VERTEX_DEFAULT_MODEL = env_str("VERTEX_DEFAULT_MODEL", "imagen-4.0-generate-001"
 # may run before the job gives up on it (it is not charged then).
 PROVIDER_POLL_SECONDS = env_float("PROVIDER_POLL_SECONDS", 5.0, minimum=0.05)
 PROVIDER_OPERATION_TIMEOUT_SECONDS = env_float("PROVIDER_OPERATION_TIMEOUT_SECONDS", 15 * 60, minimum=1.0)
+
+# --- Sign-up and login ------------------------------------------------------------------------
+# Credits a new sign-up's personal team receives once they have verified their email. Free
+# credits are money: production (DEBUG=false) grants none unless told to.
+SIGNUP_CREDITS = env_int("SIGNUP_CREDITS", 100 if DEBUG else 0, minimum=0)
+
+# --- Quotas (accounts/quotas.py) ----------------------------------------------------------------
+# What one team may hold at once; the admin overrides each per team (Team.quota_*).
+QUOTA_ACTIVE_JOBS = env_int("QUOTA_ACTIVE_JOBS", 20, minimum=1)
+QUOTA_UPLOADS = env_int("QUOTA_UPLOADS", 500, minimum=1)
+QUOTA_UPLOAD_MB = env_int("QUOTA_UPLOAD_MB", 1024, minimum=1)
+QUOTA_STUDIO_TABS = env_int("QUOTA_STUDIO_TABS", 30, minimum=1)
+QUOTA_DRAFT_KB = env_int("QUOTA_DRAFT_KB", 64, minimum=1)
+
+# --- Rate limits (API throttles) ----------------------------------------------------------------
 
 # --- Security ---------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -18,6 +18,8 @@ class CreditAccount(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        # Granting credits mints money: it is a permission of its own, not "change credit account".
+        permissions = [("grant_credits", "Can grant credits to a team")]
         constraints = [
             models.CheckConstraint(condition=Q(available__gte=0), name="credits_account_available_nonnegative"),
             models.CheckConstraint(condition=Q(held__gte=0), name="credits_account_held_nonnegative"),

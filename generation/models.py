@@ -62,6 +62,12 @@ class InputAsset(models.Model):
     sha256 = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        indexes = [
+            # An upload of a file the team already has returns the stored asset (one copy per team).
+            models.Index(fields=["team", "sha256"], name="generation_asset_team_sha256"),
+        ]
+
     def __str__(self) -> str:
         return f"asset {self.id}"
 

@@ -1,0 +1,72 @@
+"""What one team may hold at once: active jobs, uploads, studio tabs, the size of a draft.
+
+Each quota has a default in settings (`QUOTA_*`) and a per-team override on `Team`
+(`quota_*`, set in the admin; empty means the default). Services check a quota before they
+store anything and raise `QuotaExceeded`, which the API answers in its error shape and the
+pages show as a message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from django.conf import settings
+
+from accounts.models import Team
+from config.errors import ServiceError
+
+
+class Quota(StrEnum):
+    ACTIVE_JOBS = "active_jobs"  # queued and running jobs of the team
+    UPLOADS = "uploads"  # uploaded images the team keeps
+    UPLOAD_MB = "upload_mb"  # their bytes, in MB
+    STUDIO_TABS = "studio_tabs"  # open studio tabs of one person in the team
+    DRAFT_KB = "draft_kb"  # one studio tab's saved draft, in KB
+
+
+@dataclass(frozen=True)
+class _QuotaSpec:
+    setting: str  # the default, in settings
+    team_field: str  # the per-team override on Team
+    describe: str  # "{limit} active jobs": how a person reads the limit
+
+
+_SPECS: dict[Quota, _QuotaSpec] = {
+    Quota.ACTIVE_JOBS: _QuotaSpec("QUOTA_ACTIVE_JOBS", "quota_active_jobs", "{limit} queued or running jobs"),
+    Quota.UPLOADS: _QuotaSpec("QUOTA_UPLOADS", "quota_uploads", "{limit} uploaded images"),
+    Quota.UPLOAD_MB: _QuotaSpec("QUOTA_UPLOAD_MB", "quota_upload_mb", "{limit} MB of uploaded images"),
+    Quota.STUDIO_TABS: _QuotaSpec("QUOTA_STUDIO_TABS", "quota_studio_tabs", "{limit} studio tabs per person"),
+    Quota.DRAFT_KB: _QuotaSpec("QUOTA_DRAFT_KB", "quota_draft_kb", "{limit} KB per studio draft"),
+}
+
+
+class QuotaExceeded(ServiceError):
+    """Over a quota: nothing was stored. 409 for what the team holds, 413 for a too-large draft."""
+
+    status_code = 409
+    code = "QUOTA_EXCEEDED"
+
+    def __init__(self, quota: Quota, *, limit: int, used: int, message: str = "") -> None:
+        allowed = _SPECS[quota].describe.format(limit=limit)
+        super().__init__(
+            message or f"Your team's quota of {allowed} is reached.",
+            details={"quota": quota.value, "limit": limit, "used": used},
+        )
+        self.quota = quota
+        if quota is Quota.DRAFT_KB:
+            self.status_code = 413
+
+
+def team_quota(team: Team, quota: Quota) -> int:
+    """The limit that applies to `team`: its own override, else the setting."""
+    spec = _SPECS[quota]
+    override = getattr(team, spec.team_field)
+    return int(override) if override is not None else int(getattr(settings, spec.setting))
+
+
+def quota_check(team: Team, quota: Quota, *, used: int, adding: int = 1, message: str = "") -> None:
+    """Raise QuotaExceeded when `used + adding` would pass the team's limit."""
+    limit = team_quota(team, quota)
+    if used + adding > limit:
+        raise QuotaExceeded(quota, limit=limit, used=used, message=message)
