@@ -123,6 +123,31 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             f"-c statement_timeout={_statement_timeout * 1000} -c lock_timeout={_statement_timeout * 1000}"
         )
 
+# --- Cache (rate limits) ------------------------------------------------------------------------
+# The cache holds the API's and sign-up's rate-limit counters, shared by every web process:
+# files under var/ on the embedded default (one machine), Redis in production (`CACHE_URL`).
+# Every wait is bounded: a Redis that is down or hangs answers within half a second, and the
+# rate limits then let requests through (config/throttles.py) rather than fail them.
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "atelier",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+elif CACHE_URL:
+    raise ImproperlyConfigured("Environment variable CACHE_URL must be a redis:// or rediss:// URL.")
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"

@@ -12,6 +12,8 @@ TEST_VAR_DIR = tempfile.mkdtemp(prefix="atelier-test-")
 _TEST_DEFAULTS = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/atelier",
     "CELERY_BROKER_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+    # Rate-limit counters live beside the broker, in the same test Redis database.
+    "CACHE_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
     "ATELIER_VAR_DIR": TEST_VAR_DIR,
     "LOCAL_PROVIDER_LATENCY_MS": "300",
     "JOB_LEASE_SECONDS": "3",
