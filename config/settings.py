@@ -238,6 +238,10 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
     ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # How many proxies in front of the web process append to X-Forwarded-For. The client's
+    # address (rate limits, login lockout) is read that many hops from the right; with 0 the
+    # header is ignored, since anyone can send one.
+    "NUM_PROXIES": env_int("TRUSTED_PROXY_COUNT", 0, minimum=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Atelier API",
