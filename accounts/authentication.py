@@ -13,6 +13,14 @@ from accounts.services import api_key_hash
 # Writing last_used_at on every call would turn every read into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
+_DEAD_KEY_MESSAGES = {
+    ApiKey.State.REVOKED: "The API key has been revoked.",
+    ApiKey.State.EXPIRED: "The API key has expired.",
+    # A key acts through its creator's membership: removing the member ends it for good, even
+    # if they join the team again later (that is a new membership).
+    ApiKey.State.MEMBER_REMOVED: "The API key's owner is no longer a member of its team.",
+}
+
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """`Authorization: Bearer atl_<prefix>_<secret>`; the request acts for the key's team."""
@@ -30,21 +38,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         parts = raw_key.split("_")
         if len(parts) < 3 or parts[0] != "atl":
             raise exceptions.AuthenticationFailed("The API key is malformed.")
-        api_key = (
-            ApiKey.objects.select_related("team", "created_by").filter(prefix=parts[1], revoked_at__isnull=True).first()
-        )
+        api_key = ApiKey.objects.select_related("team", "created_by").filter(prefix=parts[1]).first()
         if api_key is None or not hmac.compare_digest(api_key.key_hash, api_key_hash(raw_key)):
             raise exceptions.AuthenticationFailed("The API key is not valid.")
         now = timezone.now()
-        if api_key.expires_at is not None and api_key.expires_at <= now:
-            raise exceptions.AuthenticationFailed("The API key has expired.")
+        state = api_key.state_at(now)
+        if state is not ApiKey.State.LIVE:
+            # Only the key's holder gets here (the secret matched), so saying why costs nothing.
+            raise exceptions.AuthenticationFailed(_DEAD_KEY_MESSAGES[state])
         user = api_key.created_by
         if user is None or not user.is_active:
             raise exceptions.AuthenticationFailed("The API key's owner is no longer active.")
-        if api_key.membership_id is None:
-            # A key acts through its creator's membership: removing the member ends it for good,
-            # even if they join the team again later (that is a new membership).
-            raise exceptions.AuthenticationFailed("The API key's owner is no longer a member of its team.")
         if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(id=api_key.id).update(last_used_at=now)
         return user, api_key

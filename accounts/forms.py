@@ -1,21 +1,57 @@
 from __future__ import annotations
 
-from django.contrib.auth.forms import BaseUserCreationForm
+from collections.abc import Iterator
+from typing import Any
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm, BaseUserCreationForm, PasswordResetForm
+from django.core.exceptions import ValidationError
 
 from accounts.models import User
 
 
 class SignupForm(BaseUserCreationForm):
-    """Email and a password typed twice; Django's password validators apply."""
+    """Email and a password typed twice; Django's password validators apply.
+
+    It never says whether the email is registered (the mail does): a registered email passes.
+    """
 
     class Meta:
         model = User
         fields = ("email",)
 
     def clean_email(self) -> str:
-        email = self.cleaned_data["email"].strip().lower()
-        if User.objects.filter(email__iexact=email).exists():
-            from django.core.exceptions import ValidationError
+        return self.cleaned_data["email"].strip().lower()
 
-            raise ValidationError("An account with this email already exists; log in instead.")
-        return email
+    def validate_unique(self) -> None:
+        # A registered email is no error here: the sign-up answers as for a new one.
+        pass
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form; an account whose email is not verified yet cannot log in."""
+
+    unverified = False  # the login page then offers a new link
+
+    def confirm_login_allowed(self, user: Any) -> None:
+        super().confirm_login_allowed(user)
+        if user.email_verified_at is None:
+            self.unverified = True
+            raise ValidationError(
+                "Confirm your email address first: open the link we sent you.", code="email_unverified"
+            )
+
+
+class ResendVerificationForm(forms.Form):
+    email = forms.EmailField(max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
+
+    def clean_email(self) -> str:
+        return self.cleaned_data["email"].strip().lower()
+
+
+class VerifiedPasswordResetForm(PasswordResetForm):
+    """Sends a reset link only to accounts whose email is verified: the owner of an unverified
+    one confirms it first. The page answers the same for every email, as Django's does."""
+
+    def get_users(self, email: str) -> Iterator[Any]:
+        return (user for user in super().get_users(email) if user.email_verified_at is not None)

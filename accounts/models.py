@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
@@ -91,12 +92,27 @@ class Membership(models.Model):
         return f"{self.user} in {self.team} ({self.role})"
 
 
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def live(self, now: datetime | None = None) -> ApiKeyQuerySet:
+        """Keys whose `state` is live, in SQL (the per-team limit counts them): keep the two alike."""
+        now = now or timezone.now()
+        return self.filter(revoked_at__isnull=True, membership__isnull=False).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        )
+
+
 class ApiKey(models.Model):
     """A team-scoped API key. Only a SHA-256 of the key is stored; the key is shown once.
 
     The key reads `atl_<prefix>_<secret>`; the prefix is stored in clear so a person can tell
     their keys apart and the authenticator can find the row without scanning.
     """
+
+    class State(models.TextChoices):
+        LIVE = "live", "Live"
+        REVOKED = "revoked", "Revoked"
+        EXPIRED = "expired", "Expired"
+        MEMBER_REMOVED = "member_removed", "Member removed"
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
     created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="api_keys")
@@ -113,6 +129,8 @@ class ApiKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
 
+    objects = ApiKeyQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.CheckConstraint(condition=~Q(key_hash=""), name="accounts_apikey_hash_present"),
@@ -120,3 +138,35 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"atl_{self.prefix}_… ({self.team})"
+
+    @property
+    def masked(self) -> str:
+        """How a person recognises the key without its secret."""
+        return f"atl_{self.prefix}_…"
+
+    def state_at(self, now: datetime) -> ApiKey.State:
+        """Whether the key authenticates, and if not, why. The one home of this rule: the
+        authenticator, the keys page and API, and the admin read it (`live()` is its SQL twin).
+
+        Revoked wins over the rest (a person ended it); a removed member's key is dead for good
+        (its membership is gone, even if they join again); an expired key is dead by its date.
+        """
+        if self.revoked_at is not None:
+            return self.State.REVOKED
+        if self.membership_id is None:
+            return self.State.MEMBER_REMOVED
+        if self.expires_at is not None and self.expires_at <= now:
+            return self.State.EXPIRED
+        return self.State.LIVE
+
+    @property
+    def state(self) -> ApiKey.State:
+        return self.state_at(timezone.now())
+
+    @property
+    def is_live(self) -> bool:
+        return self.state is self.State.LIVE
+
+    def revocable_by(self, *, user_id: int, role: str | None) -> bool:
+        """A person revokes their own keys; an owner of the team revokes anyone's in it."""
+        return role == Membership.Role.OWNER or (self.created_by_id is not None and self.created_by_id == user_id)

@@ -5,7 +5,7 @@ from typing import Any
 from rest_framework import permissions
 from rest_framework.request import Request
 
-from accounts.models import Team
+from accounts.models import ApiKey, Team
 from accounts.teams import current_team
 
 
@@ -20,6 +20,16 @@ class IsTeamMember(permissions.BasePermission):
         team = current_team(request)
         request.team = team  # type: ignore[attr-defined]
         return team is not None
+
+
+class SessionOnly(permissions.BasePermission):
+    """Refuses requests made with an API key: key management needs a signed-in session, so a
+    leaked key cannot make another key that outlives its own revocation."""
+
+    message = "API keys are managed from a signed-in browser session (the API keys page), not with an API key."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return not isinstance(request.auth, ApiKey)
 
 
 def request_team(request: Request) -> Team:

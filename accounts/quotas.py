@@ -70,3 +70,12 @@ def quota_check(team: Team, quota: Quota, *, used: int, adding: int = 1, message
     limit = team_quota(team, quota)
     if used + adding > limit:
         raise QuotaExceeded(quota, limit=limit, used=used, message=message)
+
+
+def quota_overrides() -> dict[str, str]:
+    """Team's override fields, each with what leaving it empty means now, as the admin says it
+    ("QUOTA_ACTIVE_JOBS: 20 queued or running jobs")."""
+    return {
+        spec.team_field: f"{spec.setting}: {spec.describe.format(limit=getattr(settings, spec.setting))}"
+        for spec in _SPECS.values()
+    }

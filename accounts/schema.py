@@ -12,5 +12,5 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             "type": "http",
             "scheme": "bearer",
             "bearerFormat": "atl_<prefix>_<secret>",
-            "description": "A team API key (`manage.py bootstrap` or the admin issues one).",
+            "description": "A team API key, made on the API keys page (/account/keys/) or by `manage.py bootstrap`.",
         }

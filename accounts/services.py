@@ -8,13 +8,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.contrib.auth.hashers import make_password
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, Team, User
+from accounts.selectors import membership_role
+from config.errors import ServiceError, ValidationFailed
 from credits.models import CreditAccount
+from credits.services import credits_grant
 
 API_KEY_PREFIX_BYTES = 6
 API_KEY_SECRET_BYTES = 32
+API_KEY_NAME_MAX = ApiKey._meta.get_field("name").max_length or 120
 
 
 def api_key_hash(raw_key: str) -> str:
@@ -24,30 +30,64 @@ def api_key_hash(raw_key: str) -> str:
 
 
 @transaction.atomic
-def user_create(*, email: str, password: str | None, display_name: str = "", team_name: str = "") -> User:
-    """Create a user together with their personal team, which they own."""
-    user = User.objects.create_user(email=email, password=password, display_name=display_name)
+def user_create(
+    *, email: str, password: str | None, display_name: str = "", team_name: str = "", verified: bool = True
+) -> User:
+    """Create a user together with their personal team, which they own. A sign-up is not
+    `verified` (cannot log in) until they open the link mailed to them."""
+    user = User.objects.create_user(
+        email=email,
+        password=password,
+        display_name=display_name,
+        email_verified_at=timezone.now() if verified else None,
+    )
     team = Team.objects.create(name=team_name or f"{display_name or email.split('@')[0]}'s team", personal_owner=user)
     Membership.objects.create(team=team, user=user, role=Membership.Role.OWNER)
     CreditAccount.objects.create(team=team)
     return user
 
 
-@transaction.atomic
 def user_signup(*, email: str, password: str) -> User:
-    """A new person: their user, their personal team, and the welcome credits of SIGNUP_CREDITS."""
-    from credits.services import credits_grant
+    """The account a sign-up is for: a new, unverified user (no credits yet) with their personal
+    team, or the user already registered with that email, left as it is (password included).
 
-    user = user_create(email=email, password=password)
-    if settings.SIGNUP_CREDITS:
-        credits_grant(
-            team=user.personal_team,
-            amount=settings.SIGNUP_CREDITS,
-            idempotency_key=f"signup:{user.id}",
-            actor=None,
-            memo="Welcome credits",
+    Either way the caller sends one mail (accounts/mails.py: signup_mail_send), and the page
+    answers the same, so the page never tells whether an email is registered.
+    """
+    existing = User.objects.filter(email__iexact=email).first()
+    if existing is None:
+        try:
+            with transaction.atomic():
+                return user_create(email=email, password=password, verified=False)
+        except IntegrityError:
+            # The same email signed up at the same moment: the other request made the account.
+            existing = User.objects.get(email__iexact=email)
+    # Hash the password anyway, as making an account does, so the answer takes as long either way.
+    make_password(password)
+    return existing
+
+
+def user_email_verify(*, user: User) -> bool:
+    """Mark the user's email verified and grant the welcome credits, once; True if this call did.
+
+    1. Claim the verification with a conditional update: of two clicks at once, one wins.
+    2. Grant SIGNUP_CREDITS (none when 0) under an idempotency key of its own, in the same
+       transaction, so the credits come exactly once with the verification.
+    """
+    with transaction.atomic():
+        claimed = User.objects.filter(id=user.id, email_verified_at__isnull=True).update(
+            email_verified_at=timezone.now()
         )
-    return user
+        if claimed and settings.SIGNUP_CREDITS:
+            credits_grant(
+                team=user.personal_team,
+                amount=settings.SIGNUP_CREDITS,
+                idempotency_key=f"signup:{user.id}",
+                actor=None,
+                memo="Welcome credits",
+            )
+    user.refresh_from_db(fields=["email_verified_at"])
+    return bool(claimed)
 
 
 @transaction.atomic
@@ -69,9 +109,46 @@ class IssuedApiKey:
     raw_key: str  # shown once, never stored
 
 
+class ApiKeyLimitReached(ServiceError):
+    """The team holds API_KEYS_PER_TEAM live keys; in the quota errors' shape, nothing stored."""
+
+    status_code = 409
+    code = "QUOTA_EXCEEDED"
+
+    def __init__(self, *, limit: int, used: int) -> None:
+        super().__init__(
+            f"Your team's quota of {limit} live API keys is reached; revoke one you no longer use.",
+            details={"quota": "api_keys", "limit": limit, "used": used},
+        )
+
+
+class ApiKeyPermissionDenied(ServiceError):
+    status_code = 403
+    code = "PERMISSION_DENIED"
+
+
+@transaction.atomic
 def api_key_create(*, team: Team, created_by: User, name: str = "", expires_at: datetime | None = None) -> IssuedApiKey:
-    """A key acts for its creator in `team` through their membership, which must exist."""
-    membership = Membership.objects.get(team=team, user=created_by)
+    """Issue a key that acts for its creator in `team` through their membership.
+
+    1. Validate: a name of at most API_KEY_NAME_MAX characters, an expiry (if any) in the future.
+    2. Lock the team row, so two creations at once cannot both pass the limit, and refuse a
+       key over API_KEYS_PER_TEAM live ones.
+    3. Store the key's hash; the raw key is returned once and never stored.
+    """
+    name = name.strip()
+    if len(name) > API_KEY_NAME_MAX:
+        raise ValidationFailed({"name": [f"At most {API_KEY_NAME_MAX} characters."]})
+    now = timezone.now()
+    if expires_at is not None and expires_at <= now:
+        raise ValidationFailed({"expires_at": ["Must be in the future."]})
+    Team.objects.select_for_update().filter(id=team.id).first()
+    membership = Membership.objects.filter(team=team, user=created_by).first()
+    if membership is None:
+        raise ApiKeyPermissionDenied("Only a member of the team can make a key for it.")
+    live = ApiKey.objects.filter(team=team).live(now).count()
+    if live >= settings.API_KEYS_PER_TEAM:
+        raise ApiKeyLimitReached(limit=settings.API_KEYS_PER_TEAM, used=live)
     prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
     raw_key = f"atl_{prefix}_{secrets.token_urlsafe(API_KEY_SECRET_BYTES)}"
     api_key = ApiKey.objects.create(
@@ -84,6 +161,35 @@ def api_key_create(*, team: Team, created_by: User, name: str = "", expires_at: 
         expires_at=expires_at,
     )
     return IssuedApiKey(api_key=api_key, raw_key=raw_key)
+
+
+def api_key_revoke(*, api_key: ApiKey, by: User | None) -> ApiKey:
+    """End a key for good. Idempotent: a revoked key keeps the time it was first revoked.
+
+    `by` is the person asking, held to `ApiKey.revocable_by` (their own key, or any key of a team
+    they own); None is an operator in the admin or the system (a member's removal).
+    """
+    if by is not None:
+        role = membership_role(team=api_key.team, user=by)
+        if not api_key.revocable_by(user_id=by.id, role=role):
+            raise ApiKeyPermissionDenied("Only the team's owners can revoke another member's key.")
+    ApiKey.objects.filter(id=api_key.id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    api_key.refresh_from_db(fields=["revoked_at"])
+    return api_key
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership) -> int:
+    """Take a person out of a team, and their keys for it with them; returns how many keys died.
+
+    The keys are marked revoked (what the keys page and API show); deleting the membership also
+    empties their `membership` (SET_NULL), so they stay dead if the person joins the team again.
+    """
+    revoked = ApiKey.objects.filter(
+        team_id=membership.team_id, created_by_id=membership.user_id, revoked_at__isnull=True
+    ).update(revoked_at=timezone.now())
+    membership.delete()
+    return revoked
 
 
 @transaction.atomic

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from config.errors import ServiceError
+from config.errors import RequestTooLarge, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,21 @@ def flatten_field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
+# Django's refusals to read a request body (SuspiciousOperation: its own answer is an HTML 400).
+_BODY_REFUSALS = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
+
+
+def body_error(exc: Exception) -> ServiceError | exceptions.APIException:
+    """A refused body for a client: a form's fields over DATA_UPLOAD_MAX_MEMORY_SIZE is a 413,
+    too many fields or files a 400."""
+    if isinstance(exc, RequestDataTooBig):
+        return RequestTooLarge(limit_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+    return exceptions.ParseError(f"The request body could not be read: {exc}")
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, _BODY_REFUSALS):
+        exc = body_error(exc)
     if isinstance(exc, ServiceError):
         details = dict(exc.details)
         request = context.get("request")
@@ -93,6 +108,16 @@ def _is_api(request: HttpRequest) -> bool:
 
 def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(error_body("NOT_FOUND", "Not found."), status=404)
+
+
+def json_bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """Django's own 400s (a SuspiciousOperation outside a DRF view), in the API's shape."""
+    if isinstance(exception, _BODY_REFUSALS):
+        error = body_error(exception)
+        if isinstance(error, ServiceError):
+            return JsonResponse(error_body(error.code, error.message, error.details), status=error.status_code)
+        return JsonResponse(error_body("PARSE_ERROR", str(error.detail)), status=400)
+    return JsonResponse(error_body("BAD_REQUEST", "The request could not be understood."), status=400)
 
 
 def json_server_error(request: HttpRequest) -> JsonResponse:

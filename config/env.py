@@ -86,3 +86,20 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
             f"Environment variable {name} must be one of {', '.join(sorted(choices))}, not {value!r}."
         )
     return value
+
+
+# The periods DRF's throttles understand; they read only the first letter, so "5/mango" would
+# silently mean a minute. Only these spellings are accepted.
+_RATE_PERIODS = ("s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A request rate as DRF's throttles read it: `<requests>/<period>`, such as 30/min or 1000/day."""
+    value = _raw(name) or default
+    count, _, period = value.partition("/")
+    if not (count.isascii() and count.isdigit() and int(count) >= 1 and period in _RATE_PERIODS):
+        raise ImproperlyConfigured(
+            f"Environment variable {name} must read like 30/min (a number, then one of"
+            f" {', '.join(_RATE_PERIODS)}), not {value!r}."
+        )
+    return value

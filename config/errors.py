@@ -22,3 +22,15 @@ class ValidationFailed(ServiceError):
     def __init__(self, field_errors: dict[str, list[str]]) -> None:
         field, messages = next(iter(field_errors.items()))
         super().__init__(f"{field}: {messages[0]}", details=field_errors)
+
+
+class RequestTooLarge(ServiceError):
+    """A request body over its limit; it was not read (API_JSON_MAX_BYTES for JSON bodies,
+    DATA_UPLOAD_MAX_MEMORY_SIZE for a form's fields)."""
+
+    status_code = 413
+    code = "REQUEST_TOO_LARGE"
+
+    def __init__(self, *, limit_bytes: int) -> None:
+        size = f"{limit_bytes // 1024} KB" if limit_bytes < 1024 * 1024 else f"{limit_bytes // (1024 * 1024)} MB"
+        super().__init__(f"The request body is larger than {size}.", details={"limit_bytes": limit_bytes})

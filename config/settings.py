@@ -8,12 +8,15 @@ One URL variable switches each server on (`DATABASE_URL`, `CELERY_BROKER_URL`, `
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from config.content_security import page_policy, storage_origins
+from config.env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ATELIER_VAR_DIR", str(BASE_DIR / "var")))
@@ -44,6 +47,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "csp",  # django-csp: its system checks (the policy itself comes from its middleware)
+    "axes",  # login lockout: its attempts table and the admin pages to read and reset it
     "accounts",
     "credits",
     "generation",
@@ -52,13 +57,18 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise, which answers static files itself: the policy is for pages.
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.cache_control.PrivateCacheControlMiddleware",  # needs request.user
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a login refused for lockout into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -176,6 +186,9 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 
 AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME", "")
+# Where the bucket lives; the Content-Security-Policy allows the hosts its signed URLs name.
+_s3_endpoint_url = env_str("AWS_S3_ENDPOINT_URL", "")
+_s3_region_name = env_str("AWS_S3_REGION_NAME", "")
 if AWS_STORAGE_BUCKET_NAME:
     # S3 or an S3-compatible store (R2, MinIO) via django-storages; files are private and
     # served through short-lived signed URLs.
@@ -183,8 +196,8 @@ if AWS_STORAGE_BUCKET_NAME:
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": AWS_STORAGE_BUCKET_NAME,
-            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL", "") or None,
-            "region_name": env_str("AWS_S3_REGION_NAME", "") or None,
+            "endpoint_url": _s3_endpoint_url or None,
+            "region_name": _s3_region_name or None,
             "default_acl": None,
             "querystring_auth": True,
             "querystring_expire": env_int("AWS_QUERYSTRING_EXPIRE", 3600, minimum=60),
@@ -206,12 +219,16 @@ STORAGES = {
 # --- Uploads ----------------------------------------------------------------------------------
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 10 * 1024 * 1024, minimum=1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 40_000_000, minimum=1)
-# The memory decoding a picture takes (width x height x the bytes Pillow holds per pixel of its
-# mode: 4 for RGB and RGBA, 1 for greyscale; four times that for WebP), as a small PNG can hide a
-# huge bitmap. 128 MB accepts a 12-megapixel JPEG photo (46 MB) and refuses a 6320 x 6320 RGBA
-# picture (152 MB).
+# The memory decoding a picture takes (generation/services/decoding.py: width x height x the bytes
+# Pillow holds per pixel of its mode, 4 for RGB and RGBA, 2 for 16-bit grey, 1 for grey and
+# palette; plus a progressive JPEG's coefficient buffer; 4.5 times the pixels for WebP), as a
+# small PNG can hide a huge bitmap. Every accepted upload is decoded once, within it. 128 MB
+# accepts a 12-megapixel JPEG photo (46 MB) and refuses a 6300 x 6300 RGBA picture (152 MB).
 UPLOAD_MAX_DECODED_MB = env_int("UPLOAD_MAX_DECODED_MB", 128, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
+# An API request's JSON body (a job is a few hundred bytes): a larger one is a 413 before it is
+# read, so a client cannot make the web process hold megabytes of JSON (config/parsers.py).
+API_JSON_MAX_BYTES = env_int("API_JSON_MAX_BYTES", 64 * 1024, minimum=1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_HANDLERS = [
     "generation.uploads.SizeLimitUploadHandler",  # drops a too-large file before it is stored
@@ -229,19 +246,21 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.IsTeamMember"],
     "DEFAULT_PAGINATION_CLASS": "config.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 20,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every operation's error responses, in the one error shape (config/schema.py).
+    "DEFAULT_SCHEMA_CLASS": "config.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "config.api_errors.api_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
-    ],
+    # JSON only, bounded in size and depth (config/parsers.py); the upload view takes multipart
+    # itself. No form bodies: the views would refuse them and the schema would advertise them.
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.BoundedJSONParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # How many proxies in front of the web process append to X-Forwarded-For. The client's
     # address (rate limits, login lockout) is read that many hops from the right; with 0 the
     # header is ignored, since anyone can send one.
     "NUM_PROXIES": env_int("TRUSTED_PROXY_COUNT", 0, minimum=0),
+    # Every API request is counted per key (or browser session) and per person; the scope of a
+    # view's method and its rate: config/throttles.py and RATE_LIMIT_* below.
+    "DEFAULT_THROTTLE_CLASSES": ["config.throttles.PerKeyRateThrottle", "config.throttles.PerUserRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Atelier API",
@@ -257,6 +276,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "JobKindEnum": "generation.models.GenerationJob.Kind",
         "LedgerEntryKindEnum": "credits.models.LedgerEntry.Kind",
+        "ApiKeyStateEnum": "accounts.models.ApiKey.State",
     },
 }
 
@@ -395,6 +415,61 @@ PROVIDER_OPERATION_TIMEOUT_SECONDS = env_float("PROVIDER_OPERATION_TIMEOUT_SECON
 # Credits a new sign-up's personal team receives once they have verified their email. Free
 # credits are money: production (DEBUG=false) grants none unless told to.
 SIGNUP_CREDITS = env_int("SIGNUP_CREDITS", 100 if DEBUG else 0, minimum=0)
+# Sign-ups, verification resends and password resets from one client address, as a DRF rate
+# ("10/hour"): each sends a mail, so a script can neither mint accounts nor flood an inbox.
+RATE_LIMIT_SIGNUP = env_str("RATE_LIMIT_SIGNUP", "10/hour")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", RATE_LIMIT_SIGNUP):
+    raise ImproperlyConfigured(
+        f"Environment variable RATE_LIMIT_SIGNUP must read like 10/hour, not {RATE_LIMIT_SIGNUP!r}."
+    )
+# A verification link (accounts/tokens.py) lives as long as a password-reset link:
+# PASSWORD_RESET_TIMEOUT, Django's default of 3 days.
+
+# Mail (verification links, password resets). The console backend, the default, prints each
+# mail to the web process's output, which is all the embedded default needs; production sets
+# EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend, and then the server and its
+# credentials have no default.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Atelier <atelier@localhost>")
+if EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend":
+    EMAIL_HOST = env_str("EMAIL_HOST", required=True)
+    EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", required=True)
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", required=True)
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+    # A real server refuses mail from atelier@localhost; say who the mail comes from.
+    DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", required=True)
+# A mail server that does not answer fails the send (logged) within seconds, not the request.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT_SECONDS", 10, minimum=1)
+
+# Login lockout (django-axes, accounts/lockout.py): after LOGIN_FAILURE_LIMIT failed logins for
+# one account, or from one client address, further logins there (even with the right password)
+# are refused for LOGIN_COOLOFF_MINUTES, on /accounts/login/ and /admin/login/ alike.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+LOGIN_COOLOFF_MINUTES = env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1)
+AUTHENTICATION_BACKENDS = [
+    # First, as django-axes requires: it refuses a locked-out login before the password is checked.
+    "accounts.lockout.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+# Two separate counters: one per account (guessing one password from many addresses) and one
+# per address (trying many accounts from one address).
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# The login forms' field is "username" (it holds the email); the lower-cased email is the account.
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "accounts.lockout.login_username"
+# The client address as the rate limits read it (TRUSTED_PROXY_COUNT), not django-ipware's guess.
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_address"
+# The lockout page: status 429, how long it lasts, Retry-After.
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+# A success must not wipe the counters: axes would delete every failure from that address too,
+# so an attacker logging into their own account between guesses could guess forever.
+AXES_RESET_ON_SUCCESS = False
+# A lockout lasts LOGIN_COOLOFF_MINUTES from the failure that set it, as its page says: tries
+# while locked out are refused without being counted, so they do not extend it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 
 # --- Quotas (accounts/quotas.py) ----------------------------------------------------------------
 # What one team may hold at once; the admin overrides each per team (Team.quota_*).
@@ -403,8 +478,22 @@ QUOTA_UPLOADS = env_int("QUOTA_UPLOADS", 500, minimum=1)
 QUOTA_UPLOAD_MB = env_int("QUOTA_UPLOAD_MB", 1024, minimum=1)
 QUOTA_STUDIO_TABS = env_int("QUOTA_STUDIO_TABS", 30, minimum=1)
 QUOTA_DRAFT_KB = env_int("QUOTA_DRAFT_KB", 64, minimum=1)
+# Live API keys one team may hold (accounts/services.py: api_key_create). Each is a standing
+# credential that spends the team's credits; a bound keeps a runaway script from minting thousands.
+API_KEYS_PER_TEAM = env_int("API_KEYS_PER_TEAM", 50, minimum=1)
 
 # --- Rate limits (API throttles) ----------------------------------------------------------------
+# Requests per API key (or per browser session) as DRF rates ("30/min"; s, min, hour, day).
+# Submits and retries hold credits; estimates run the model registry and the prompt builder;
+# uploads store files; everything else reads. A refused request is a 429 with Retry-After.
+RATE_LIMIT_SUBMIT = env_rate("RATE_LIMIT_SUBMIT", "30/min")  # also the studio's Generate button
+RATE_LIMIT_ESTIMATE = env_rate("RATE_LIMIT_ESTIMATE", "120/min")
+RATE_LIMIT_UPLOAD = env_rate("RATE_LIMIT_UPLOAD", "30/min")
+RATE_LIMIT_API = env_rate("RATE_LIMIT_API", "600/min")
+# One person's requests across all their keys and sessions together may reach this many times
+# each rate: a second key gives room (a deploy and a script side by side), fifty keys do not
+# give fifty times the rate.
+RATE_LIMIT_USER_FACTOR = env_int("RATE_LIMIT_USER_FACTOR", 2, minimum=1)
 
 # --- Security ---------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -418,8 +507,42 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 365, minimum=0)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
+    # HTTPS for every name under Atelier's host too, which is what Django's deploy check asks
+    # for; turn it off when Atelier is served from a name whose subdomains still speak plain HTTP.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Preloading is opt-in: once browsers ship a domain in their preload list, taking it out
+    # takes months, and it binds every subdomain of the registered domain, not only Atelier's.
+    # The list asks for includeSubDomains and a max-age of at least a year.
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    if SECURE_HSTS_PRELOAD and not (SECURE_HSTS_INCLUDE_SUBDOMAINS and SECURE_HSTS_SECONDS >= 60 * 60 * 24 * 365):
+        raise ImproperlyConfigured(
+            "SECURE_HSTS_PRELOAD needs SECURE_HSTS_INCLUDE_SUBDOMAINS=true and SECURE_HSTS_SECONDS of a year or more."
+        )
+    # The deploy check warns about each of these left off; both are the operator's choice above,
+    # so `check --deploy --fail-level WARNING` stays usable as a gate for everything else.
+    SILENCED_SYSTEM_CHECKS = [
+        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+        *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+    ]
+
+# --- Content-Security-Policy (config/content_security.py) ---------------------------------------
+# Pages take scripts, styles and fonts from Atelier alone (no inline code, no eval); images and
+# clips from Atelier and from the bucket its signed URLs redirect to.
+_content_security_policy = {
+    "DIRECTIVES": page_policy(
+        media_origins=storage_origins(
+            bucket=AWS_STORAGE_BUCKET_NAME,
+            endpoint_url=_s3_endpoint_url,
+            region=_s3_region_name,
+        )
+    )
+}
+# Report-only sends the same policy as Content-Security-Policy-Report-Only: the browser reports
+# what it would block (in its console) and blocks nothing; a way to try a change of storage host.
+if env_bool("CSP_REPORT_ONLY", False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = _content_security_policy
+else:
+    CONTENT_SECURITY_POLICY = _content_security_policy
 
 LOGGING = {
     "version": 1,

@@ -9,8 +9,11 @@ what anyone can spend or store, and an outage of the cache must not stop paying 
 from __future__ import annotations
 
 import logging
+import math
+from enum import StrEnum
 from typing import Any
 
+from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
 
 logger = logging.getLogger(__name__)
@@ -25,3 +28,111 @@ class FailOpenRateThrottle(SimpleRateThrottle):
         except Exception as error:  # noqa: BLE001 - any cache failure: the cache client's errors vary
             logger.warning("rate limit %s not checked, cache unavailable: %s", self.scope, error)
             return True
+
+
+class RateScope(StrEnum):
+    """What an API request spends; each scope has its own rate, `RATE_LIMIT_<SCOPE>` in settings."""
+
+    SUBMIT = "submit"  # new jobs and retries: both hold credits
+    ESTIMATE = "estimate"
+    UPLOAD = "upload"
+    API = "api"  # every other request
+
+
+def view_rate_scope(request: Any, view: Any) -> RateScope:
+    """The scope an API view gives the request's method (`throttle_scopes = {"POST": RateScope.SUBMIT}`),
+    else RateScope.API: one view can answer a read and a spend (GET and POST /api/v1/jobs)."""
+    scopes = getattr(view, "throttle_scopes", None) or {}
+    return RateScope(scopes.get(request.method, RateScope.API))
+
+
+class _ScopedRateThrottle(FailOpenRateThrottle):
+    """A rate per scope, read from settings on each request (so a changed setting, or a test's,
+    applies at once: SimpleRateThrottle's THROTTLE_RATES is fixed when DRF is imported).
+
+    API views declare their scopes (view_rate_scope); a Django view passes its scope in.
+    """
+
+    def __init__(self, scope: RateScope | None = None) -> None:
+        # SimpleRateThrottle reads its rate here; ours depends on the view and method, known
+        # only in allow_request.
+        self.fixed_scope = scope
+
+    def identity(self, request: Any) -> str | None:
+        raise NotImplementedError
+
+    def rate_factor(self) -> int:
+        return 1
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        self.rate_scope = self.fixed_scope or view_rate_scope(request, view)
+        self.scope = self.rate_scope.value  # names the counter: throttle_<scope>_<ident>
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)
+
+    def get_rate(self) -> str:
+        return str(getattr(settings, f"RATE_LIMIT_{self.rate_scope.name}"))
+
+    def parse_rate(self, rate: str | None) -> tuple[int | None, int | None]:
+        requests, duration = super().parse_rate(rate)
+        return (requests * self.rate_factor() if requests is not None else None), duration
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        identity = self.identity(request)
+        if identity is None:
+            return None  # anonymous: the API already answered 401
+        return self.cache_format % {"scope": self.scope, "ident": identity}
+
+    def wait(self) -> float:
+        """Seconds until a request is let in again: until the request that filled the window
+        leaves it (DRF's own estimate spreads the remaining time over the requests still allowed,
+        and gives nothing when a rate was lowered). At least a second, so Retry-After is set."""
+        if self.num_requests and self.duration and len(self.history) >= self.num_requests:
+            filled_at = self.history[self.num_requests - 1]  # the history is newest first
+            return max(filled_at + self.duration - self.now, 1.0)
+        return 1.0
+
+
+def _signed_in_user_id(request: Any) -> Any:
+    user = getattr(request, "user", None)
+    return user.pk if user is not None and user.is_authenticated else None
+
+
+class PerKeyRateThrottle(_ScopedRateThrottle):
+    """RATE_LIMIT_<SCOPE> per API key (`key:<ApiKey.id>`), or per person for a browser session
+    (`user:<id>`)."""
+
+    def identity(self, request: Any) -> str | None:
+        # Only ApiKeyAuthentication sets request.auth (to the key); a session leaves it None.
+        key_id = getattr(getattr(request, "auth", None), "pk", None)
+        if key_id is not None:
+            return f"key:{key_id}"
+        user_id = _signed_in_user_id(request)
+        return f"user:{user_id}" if user_id is not None else None
+
+
+class PerUserRateThrottle(_ScopedRateThrottle):
+    """RATE_LIMIT_USER_FACTOR times RATE_LIMIT_<SCOPE> per person, across all their keys and
+    sessions: making more keys does not multiply what one person may send."""
+
+    cache_format = "throttle_%(scope)s_all_%(ident)s"
+
+    def identity(self, request: Any) -> str | None:
+        user_id = _signed_in_user_id(request)
+        return f"user:{user_id}" if user_id is not None else None
+
+    def rate_factor(self) -> int:
+        return int(settings.RATE_LIMIT_USER_FACTOR)
+
+
+def throttles_wait(request: Any, throttles: list[SimpleRateThrottle]) -> int | None:
+    """For a Django view: None when the request is within every one of `throttles` (and it is
+    counted by each); else the whole seconds to wait, at least one."""
+    waits = [throttle.wait() or 1.0 for throttle in throttles if not throttle.allow_request(request, None)]  # type: ignore[arg-type]
+    return max(1, math.ceil(max(waits))) if waits else None
+
+
+def rate_limit_wait(request: Any, scope: RateScope) -> int | None:
+    """The studio's Generate and Retry: `scope`'s limits per key or session and per person."""
+    return throttles_wait(request, [PerKeyRateThrottle(scope), PerUserRateThrottle(scope)])

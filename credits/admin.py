@@ -7,6 +7,7 @@ import uuid
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -33,8 +34,17 @@ class CreditAccountAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    @admin.action(description="Grant credits to the selected teams")
+    def has_grant_credits_permission(self, request: HttpRequest) -> bool:
+        # Granting mints money: a permission of its own, not "change credit account".
+        return request.user.has_perm("credits.grant_credits")
+
+    @admin.action(description="Grant credits to the selected teams", permissions=["grant_credits"])
     def grant_credits(self, request: HttpRequest, queryset: QuerySet[CreditAccount]) -> HttpResponse | None:
+        # Django offers the action only with the permission and refuses a POST naming it
+        # without; the form's own POST (apply=1) comes back through here, so check once more
+        # where the money is made rather than rely on that alone.
+        if not self.has_grant_credits_permission(request):
+            raise PermissionDenied("Granting credits needs the credits.grant_credits permission.")
         form = GrantForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
             # The form's token makes a resubmitted page a no-op instead of a second grant.

@@ -55,6 +55,14 @@ def _actor_label(actor: User | None, fallback: str) -> str:
     return f"user:{actor.email}" if actor is not None else fallback
 
 
+def credits_account_lock(*, team_id: int) -> CreditAccount:
+    """Lock the team's account row (creating the account on first use) until the caller's
+    transaction ends. Every credit movement of the team waits here for the one before it; a
+    submit takes it before it counts the team's active jobs, so that count cannot race either."""
+    CreditAccount.objects.get_or_create(team_id=team_id)
+    return CreditAccount.objects.select_for_update().get(team_id=team_id)
+
+
 @transaction.atomic
 def _append(
     *,
@@ -74,8 +82,7 @@ def _append(
     3. Refuse a change that would take `available` below zero (InsufficientCredits).
     4. Update the balances and append the entry. Returns (entry, created).
     """
-    CreditAccount.objects.get_or_create(team_id=team_id)
-    account = CreditAccount.objects.select_for_update().get(team_id=team_id)
+    account = credits_account_lock(team_id=team_id)
     existing = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing, False

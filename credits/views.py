@@ -6,6 +6,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from accounts.teams import current_team
+from credits.actors import LedgerActors
 from credits.models import CreditAccount
 
 
@@ -16,5 +17,7 @@ def credits_page(request: HttpRequest) -> HttpResponse:
     if team is None:
         raise Http404("You are not a member of any team.")
     account, _ = CreditAccount.objects.get_or_create(team=team)
-    page = Paginator(account.entries.order_by("-id"), 50).get_page(request.GET.get("page"))
-    return render(request, "credits/credits.html", {"team": team, "account": account, "page": page})
+    page = Paginator(account.entries.select_related("actor").order_by("-id"), 50).get_page(request.GET.get("page"))
+    actors = LedgerActors(team)
+    rows = [(entry, actors.shown(entry)) for entry in page]
+    return render(request, "credits/credits.html", {"team": team, "account": account, "page": page, "rows": rows})

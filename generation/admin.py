@@ -105,11 +105,13 @@ class GenerationJobAdmin(admin.ModelAdmin):
     def progress(self, job: GenerationJob) -> str:
         return f"{job.completed_outputs} / {job.total_outputs}"
 
-    @admin.action(description="Cancel the selected jobs")
+    # Both actions change a team's jobs (and a retry spends its credits): "change" on jobs, which
+    # a view-only operator lacks. Django re-checks it on every POST of the action.
+    @admin.action(description="Cancel the selected jobs", permissions=["change"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[GenerationJob]) -> None:
         self._apply(request, queryset, lambda job: job_cancel(job=job), "canceled or flagged")
 
-    @admin.action(description="Retry the selected jobs (only their missing images)")
+    @admin.action(description="Retry the selected jobs (only their missing images)", permissions=["change"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[GenerationJob]) -> None:
         self._apply(request, queryset, lambda job: job_retry(job=job, user=request.user), "retried")  # type: ignore[arg-type]
 

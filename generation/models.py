@@ -230,15 +230,24 @@ class GenerationJob(models.Model):
     def chain_root_or_self_id(self) -> uuid.UUID:
         return self.chain_root_id or self.id
 
+    @staticmethod
+    def queued_ahead(*, team_id: object, created_at: object) -> Q:
+        """The jobs ahead of a queued job of `team_id` created at `created_at` (values, or
+        OuterRefs in a subquery): its own team's queued jobs created before it. The one home of
+        the rule: the place a team sees is its place in its team's order and says nothing of
+        other teams' load. (Fair-share scheduling across teams comes with issue 10; the place in
+        that order belongs here then.)"""
+        return Q(team_id=team_id, status=GenerationJob.Status.QUEUED, created_at__lt=created_at)
+
     def queue_position(self) -> int | None:
-        """1 for the next job a worker will take; None once the job is no longer queued."""
+        """1 for the next job of its team a worker will take; None once the job is no longer queued."""
         if self.status != self.Status.QUEUED:
             return None
-        annotated = getattr(self, "queued_ahead", None)  # set by selectors.job_queryset_for_team
+        annotated = getattr(self, "queued_ahead_count", None)  # set by selectors.job_queryset_for_team
         if annotated is not None:
             return annotated + 1
-        ahead = GenerationJob.objects.filter(status=self.Status.QUEUED, created_at__lt=self.created_at).count()
-        return ahead + 1
+        ahead = GenerationJob.objects.filter(self.queued_ahead(team_id=self.team_id, created_at=self.created_at))
+        return ahead.count() + 1
 
 
 class JobReference(models.Model):

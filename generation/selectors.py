@@ -12,18 +12,21 @@ from generation.models import ACTIVE_STATUSES, FINISHED_STATUSES, GeneratedOutpu
 
 def job_queryset_for_team(team: Team) -> QuerySet[GenerationJob]:
     """The team's jobs with everything the job representation shows, in a fixed number of queries
-    (the queue position of queued jobs included, as a subquery rather than a count per job)."""
+    (the queue position of queued jobs included, as a subquery rather than a count per job; its
+    rule is GenerationJob.queued_ahead)."""
     queued_ahead = (
-        GenerationJob.objects.filter(status=GenerationJob.Status.QUEUED, created_at__lt=OuterRef("created_at"))
+        GenerationJob.objects.filter(
+            GenerationJob.queued_ahead(team_id=OuterRef("team_id"), created_at=OuterRef("created_at"))
+        )
         .order_by()
-        .values("status")
+        .values("team_id")
         .annotate(n=Count("id"))
         .values("n")
     )
     return (
         GenerationJob.objects.filter(team=team)
         .annotate(
-            queued_ahead=Case(
+            queued_ahead_count=Case(
                 When(status=GenerationJob.Status.QUEUED, then=Coalesce(Subquery(queued_ahead), 0)),
                 default=None,
             )

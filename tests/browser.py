@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Locator, Page, sync_playwright
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 # Without the networking flags Chromium keeps calling home, which this sandboxed machine refuses.
@@ -66,3 +66,34 @@ def wait_until_still(element: Locator, *, timeout: float = 10, interval: float =
             return
         previous = current
     raise AssertionError(f"{element} kept moving for {timeout} s")
+
+
+# Every page of a context reports to the test what the Content-Security-Policy refused
+# (`securitypolicyviolation` events) and what htmx refused to evaluate, across navigations.
+_REPORT_REFUSALS = """
+document.addEventListener("securitypolicyviolation", (event) => window.reportRefusal(
+  `${event.effectiveDirective} refused ${event.blockedURI || "inline code"}`
+  + ` at ${event.sourceFile}:${event.lineNumber}`));
+for (const name of ["htmx:evalDisallowedError", "htmx:syntax:error"]) {
+  document.addEventListener(name, (event) => window.reportRefusal(
+    `${name} on ${event.target.outerHTML.slice(0, 120)}`));
+}
+"""
+
+
+class PolicyWatch:
+    """What the pages of `context` were refused: CSP violations (as events and as the console's
+    "Content Security Policy" messages) and htmx's refusals to evaluate code from the page."""
+
+    def __init__(self, context: BrowserContext) -> None:
+        self.refusals: list[str] = []
+        context.expose_function("reportRefusal", self._refused)
+        context.add_init_script(_REPORT_REFUSALS)
+        context.on("console", self._console)
+
+    def _refused(self, what: str) -> None:
+        self.refusals.append(what)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.refusals.append(f"console: {message.text}")

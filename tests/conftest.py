@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.conf import settings
+from django.core.cache import cache
+from playwright.sync_api import Browser
 from rest_framework.test import APIClient
 
 from accounts.models import Team, User
 from accounts.services import api_key_create, membership_ensure
 from credits.services import credits_grant
 from generation.models import GenerationJob
+from tests.browser import running_chromium
 from tests.factories import UserFactory
 from tests.processes import (
     ManagedProcess,
@@ -32,6 +36,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     made_here = getattr(settings, "TEST_VAR_DIR", None)
     if made_here and str(settings.VAR_DIR) == made_here:
         shutil.rmtree(made_here, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for a test module; each test opens its own context in it."""
+    with running_chromium() as chromium:
+        yield chromium
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> None:
+    """Each test starts with no request counted against any rate limit. The counters share the
+    test Redis database with the broker: only their keys go (DRF's `throttle_<scope>_<ident>`)."""
+    location = settings.CACHES["default"].get("LOCATION", "")
+    if not str(location).startswith("redis"):
+        cache.clear()  # a file or memory cache holds nothing but the counters
+        return
+    with redis.Redis.from_url(location) as client:
+        stale = list(client.scan_iter(match=cache.make_key("throttle_*"), count=1000))
+        if stale:
+            client.delete(*stale)
 
 
 @dataclass

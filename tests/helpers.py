@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import F, Q
+from django.test import Client
 from django.utils import timezone
 
 from credits.services import credits_capture
@@ -77,3 +78,10 @@ def rescuer_just_back() -> None:
     """The rescuer's last pass was long ago: the database (or beat) was away until now."""
     long_ago = timezone.now() - timedelta(hours=1)
     WorkerHeartbeat.objects.update_or_create(name=RESCUER_ROW, defaults={"beat_at": long_ago, "up_since": long_ago})
+
+
+def signed_in(person) -> Client:  # type: ignore[no-untyped-def]
+    """A browser (Django's test client) signed in as `person`: pages and the API by session."""
+    client = Client()
+    client.force_login(person.user)
+    return client

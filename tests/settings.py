@@ -23,6 +23,16 @@ _TEST_DEFAULTS = {
     "JOB_RETRY_MAX_SECONDS": "0.5",
     "JOB_MAX_IMAGE_RETRIES": "8",
     "LOG_LEVEL": "WARNING",
+    # Generous API limits and quotas: suites submit hundreds of jobs from one key (200 at once in
+    # test_worker_credits, 50 queued jobs of one team in the chaos drills). The tests of the
+    # limits lower them with the `settings` fixture.
+    "RATE_LIMIT_SUBMIT": "100000/min",
+    "RATE_LIMIT_ESTIMATE": "100000/min",
+    "RATE_LIMIT_UPLOAD": "100000/min",
+    "RATE_LIMIT_API": "100000/min",
+    "QUOTA_ACTIVE_JOBS": "1000",
+    # Every sign-up in the suite comes from one address; the rate-limit test sets its own limit.
+    "RATE_LIMIT_SIGNUP": "10000/hour",
 }
 for _name, _value in _TEST_DEFAULTS.items():
     os.environ.setdefault(_name, _value)

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from generation.models import GeneratedOutput, GenerationJob, Look
-from tests.browser import DESKTOP, SLOW, log_in, running_chromium, screenshot
+from tests.browser import DESKTOP, SLOW, PolicyWatch, log_in, screenshot
 from tests.conftest import wait_for_finish, wait_for_job
 from tests.factories import png_bytes
 from tests.processes import wait_until
@@ -23,18 +23,16 @@ def stack(make_stack):
     return make_stack(LOCAL_PROVIDER_LATENCY_MS="700")
 
 
-@pytest.fixture(scope="module")
-def browser() -> Browser:
-    with running_chromium() as browser:
-        yield browser
-
-
 @pytest.fixture
 def context(browser: Browser, live_server) -> BrowserContext:
     context = browser.new_context(base_url=live_server.url, viewport=DESKTOP, accept_downloads=True)
     context.set_default_timeout(SLOW)
+    watch = PolicyWatch(context)
     yield context
+    for page in context.pages:
+        page.wait_for_load_state()  # refusals still on their way are reported
     context.close()
+    assert watch.refusals == []  # the page did all it did under the Content-Security-Policy
 
 
 def generate(page: Page, prompt: str, count: int, **selects: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from generation.models import GenerationJob, Look
-from tests.browser import DESKTOP, PHONE, SLOW, log_in, running_chromium, screenshot, wait_until_still
+from tests.browser import DESKTOP, PHONE, SLOW, log_in, screenshot, wait_until_still
 from tests.conftest import wait_for_finish
 from tests.processes import wait_until
 
@@ -24,12 +24,6 @@ PLAYABLE = "video => video.readyState >= 2 && video.duration > 0"
 @pytest.fixture(scope="module")
 def stack(make_stack):
     return make_stack(LOCAL_PROVIDER_LATENCY_MS=LATENCY_MS)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Browser:
-    with running_chromium() as browser:
-        yield browser
 
 
 def new_context(browser: Browser, base_url: str, viewport: dict) -> BrowserContext:

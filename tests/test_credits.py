@@ -68,6 +68,8 @@ def test_short_credits_answer_402_with_the_shortfall_and_create_nothing():
     assert LedgerEntry.objects.filter(account__team=poor.team).count() == 1  # the grant only
 
 
+# job_run's lifeline thread reads the job on its own connection: the rows must be committed.
+@pytest.mark.django_db(transaction=True)
 def test_every_terminal_state_releases_what_was_not_captured(alice, settings):
     settings.LOCAL_PROVIDER_LATENCY_MS = 0
     settings.LOCAL_PROVIDER_REFUSE_FROM_IMAGE = 3
@@ -82,6 +84,8 @@ def test_every_terminal_state_releases_what_was_not_captured(alice, settings):
     call_command("credits_audit")
 
 
+# job_run's lifeline thread reads the job on its own connection: the rows must be committed.
+@pytest.mark.django_db(transaction=True)
 def test_retry_holds_only_for_the_images_it_will_make(alice, settings):
     settings.LOCAL_PROVIDER_LATENCY_MS = 0
     settings.LOCAL_PROVIDER_REFUSE_FROM_IMAGE = 4

@@ -254,22 +254,21 @@ def test_job_history_filters_by_status(alice, browser_of):
     assert "kept running" in client.get("/jobs/?status=queued").content.decode()
 
 
-def test_signup_makes_a_personal_team_with_welcome_credits_and_logs_in(settings):
+def test_signup_makes_a_personal_team_without_credits_until_the_email_is_verified(settings, mailoutbox):
     settings.SIGNUP_CREDITS = 40
     client = Client()
     response = client.post(
         "/accounts/signup/",
         {"email": "New@Example.com", "password1": "a-long-pass-phrase", "password2": "a-long-pass-phrase"},
     )
-    assert response.status_code == 302
+    assert response.status_code == 200
+    assert "Check your inbox: we sent a link to <strong>new@example.com</strong>" in response.content.decode()
     user = User.objects.get(email="new@example.com")
-    assert CreditAccount.objects.get(team=user.personal_team).available == 40
-    assert client.get("/studio/").status_code == 302  # logged in: on to a tab
-    duplicate = Client().post(
-        "/accounts/signup/",
-        {"email": "new@example.com", "password1": "a-long-pass-phrase", "password2": "a-long-pass-phrase"},
-    )
-    assert duplicate.status_code == 400 and "already exists" in duplicate.content.decode()
+    assert user.email_verified_at is None and user.personal_team.memberships.get().user == user
+    assert CreditAccount.objects.get(team=user.personal_team).available == 0  # credits come with verification
+    assert client.get("/studio/")["Location"].startswith("/accounts/login/")  # not logged in
+    assert [mail.to for mail in mailoutbox] == [["new@example.com"]]
+    # tests/test_signup_and_login.py follows the link, and signs up with registered emails.
 
 
 def test_a_job_paused_by_an_outage_says_so_and_the_poll_notices_the_pause(alice, browser_of):

@@ -51,6 +51,8 @@ def test_the_rescuer_does_not_requeue_a_job_whose_cancel_arrived_after_it_looked
 
 
 @pytest.mark.django_db(transaction=True)
+# job_run's lifeline thread reads the job on its own connection: the rows must be committed.
+@pytest.mark.django_db(transaction=True)
 def test_retrying_the_original_after_a_failed_retry_makes_only_what_is_still_missing(alice, settings):
     settings.LOCAL_PROVIDER_LATENCY_MS = 0
     settings.LOCAL_PROVIDER_REFUSE_FROM_IMAGE = 2

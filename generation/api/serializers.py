@@ -4,6 +4,7 @@ from typing import Any
 
 from django.conf import settings
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
@@ -22,16 +23,59 @@ from generation.providers.catalog import (
 )
 from generation.services.submit import JobSpec, ReferenceSpec
 
+# Serializer context for data that arrives as strings (query parameters, the studio's form):
+# their values are converted as DRF does. A JSON body's values must be of their documented type.
+FROM_STRINGS = "from_strings"
+
+
+def _wrong_json_type(field: serializers.Field, value: Any) -> str | None:
+    """Why `value`, from a JSON body, is not of the JSON type the schema gives `field` (DRF
+    would take "5" for 5, 5 for "5" and false for a UUID); None when it is, or when the field
+    checks its own shape (objects, lists, null)."""
+    if value is None:
+        return None
+    if isinstance(field, serializers.BooleanField):
+        return None if isinstance(value, bool) else "Must be true or false."
+    if isinstance(field, serializers.IntegerField):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "Must be an integer."
+    if isinstance(field, serializers.FloatField):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "Must be a number."
+    if isinstance(field, (serializers.CharField, serializers.ChoiceField, serializers.UUIDField)):
+        return None if isinstance(value, str) else "Must be a string."
+    return None
+
 
 class StrictSerializer(serializers.Serializer):
     """Rejects fields it does not know, so a typo (`promt`) is an error, not a silent default."""
+
+    refuses_unknown_fields = True  # the schema says so: `additionalProperties: false` (config/schema.py)
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            if not self.context.get(FROM_STRINGS):  # a JSON body: each value of its documented type
+                wrong = self._wrong_types(data)
+                if wrong:
+                    raise serializers.ValidationError(wrong)
         return super().to_internal_value(data)
+
+    def _wrong_types(self, data: dict) -> dict[str, Any]:
+        wrong: dict[str, Any] = {}
+        for name, value in data.items():
+            field = self.fields[name]
+            if isinstance(field, serializers.ListField) and isinstance(value, list):
+                items = {
+                    index: [message]
+                    for index, item in enumerate(value)
+                    if (message := _wrong_json_type(field.child, item))
+                }
+                if items:
+                    wrong[name] = items
+            elif message := _wrong_json_type(field, value):
+                wrong[name] = [message]
+        return wrong
 
 
 class ParamsSerializer(StrictSerializer):
@@ -130,7 +174,7 @@ class OutputSerializer(serializers.ModelSerializer):
     index = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
     poster_url = serializers.SerializerMethodField()
-    provider_report = serializers.JSONField(
+    provider_report = serializers.DictField(
         read_only=True,
         help_text="What the provider reported about this output: model_version, revised_prompt, usage "
         "(token counts), cost, operation; only what it reported.",
@@ -139,13 +183,16 @@ class OutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = GeneratedOutput
         fields = ["index", "url", "mime", "width", "height", "bytes", "poster_url", "provider_report"]
+        read_only_fields = fields  # an answer only: every field is always there
 
     def get_index(self, output: GeneratedOutput) -> int:
         return output.index + 1  # people count images from 1, like the zip's image-1.png
 
+    @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, output: GeneratedOutput) -> str:
         return _absolute(self.context.get("request"), output_url(output))
 
+    @extend_schema_field(serializers.URLField(allow_null=True))
     def get_poster_url(self, output: GeneratedOutput) -> str | None:
         """A clip's first frame (null for images)."""
         if not output.poster:
@@ -164,9 +211,52 @@ class AssetSerializer(serializers.ModelSerializer):
     class Meta:
         model = InputAsset
         fields = ["id", "url", "mime", "width", "height", "bytes", "created_at"]
+        read_only_fields = fields
 
+    @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, asset: InputAsset) -> str:
         return _absolute(self.context.get("request"), reverse("api:asset-content", kwargs={"asset_id": asset.id}))
+
+
+class JobProgressSerializer(serializers.Serializer):
+    completed = serializers.IntegerField()
+    total = serializers.IntegerField()
+    current_output_percent = serializers.IntegerField(
+        allow_null=True,
+        help_text="The provider's own progress (0-100) on the output being made, when it reports one "
+        "(Veo clips); null otherwise.",
+    )
+
+
+class JobInputLinkSerializer(serializers.Serializer):
+    """A reference or sketch image of a job."""
+
+    asset_id = serializers.UUIDField()
+    url = serializers.URLField()
+    weight = serializers.FloatField()
+
+
+class JobInputsSerializer(serializers.Serializer):
+    # A declared field, not Field.source (the metaclass moves it off the class); the stubs cannot know.
+    source = AssetSerializer(  # type: ignore[assignment]
+        allow_null=True, help_text="The image an edit starts from; null for other jobs."
+    )
+    references = JobInputLinkSerializer(many=True)
+    sketch = JobInputLinkSerializer(allow_null=True)
+
+
+class JobCreditsSerializer(serializers.Serializer):
+    per_output = serializers.IntegerField()
+    held = serializers.IntegerField()
+    captured = serializers.IntegerField()
+    released = serializers.IntegerField()
+
+
+class JobErrorSerializer(serializers.Serializer):
+    """Why a job failed (null while it has not)."""
+
+    code = serializers.CharField()
+    message = serializers.CharField()
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -177,8 +267,13 @@ class JobSerializer(serializers.ModelSerializer):
     error = serializers.SerializerMethodField()
     credits = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
-    tab: serializers.PrimaryKeyRelatedField[StudioTab] = serializers.PrimaryKeyRelatedField(read_only=True)
-    retry_of: serializers.PrimaryKeyRelatedField[GenerationJob] = serializers.PrimaryKeyRelatedField(read_only=True)
+    params = serializers.DictField(read_only=True)
+    tab: serializers.PrimaryKeyRelatedField[StudioTab] = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True
+    )
+    retry_of: serializers.PrimaryKeyRelatedField[GenerationJob] = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True
+    )
 
     class Meta:
         model = GenerationJob
@@ -187,21 +282,9 @@ class JobSerializer(serializers.ModelSerializer):
             "provider", "model", "params", "inputs", "outputs", "credits", "error", "attempts", "retry_of",
             "subject_key", "tab", "created_at", "started_at", "finished_at", "links",
         ]  # fmt: skip
+        read_only_fields = fields  # an answer only: every field is always there
 
-    @extend_schema_field(
-        inline_serializer(
-            "JobProgress",
-            {
-                "completed": serializers.IntegerField(),
-                "total": serializers.IntegerField(),
-                "current_output_percent": serializers.IntegerField(
-                    allow_null=True,
-                    help_text="The provider's own progress (0-100) on the output being made, when it reports one "
-                    "(Veo clips); null otherwise.",
-                ),
-            },
-        )
-    )
+    @extend_schema_field(JobProgressSerializer)
     def get_progress(self, job: GenerationJob) -> dict[str, int | None]:
         operation = job.provider_operation if job.is_active else {}
         return {
@@ -213,6 +296,7 @@ class JobSerializer(serializers.ModelSerializer):
     def get_queue_position(self, job: GenerationJob) -> int | None:
         return job.queue_position()
 
+    @extend_schema_field(JobInputsSerializer)
     def get_inputs(self, job: GenerationJob) -> dict:
         request = self.context.get("request")
         source = job.source_asset
@@ -232,6 +316,7 @@ class JobSerializer(serializers.ModelSerializer):
             "sketch": described(sketch) if sketch else None,
         }
 
+    @extend_schema_field(JobCreditsSerializer)
     def get_credits(self, job: GenerationJob) -> dict[str, int]:
         totals = job_credits_from_entries(list(job.ledger_entries.all()))
         return {
@@ -241,11 +326,17 @@ class JobSerializer(serializers.ModelSerializer):
             "released": totals.released,
         }
 
+    @extend_schema_field(JobErrorSerializer(allow_null=True))
     def get_error(self, job: GenerationJob) -> dict | None:
         if not job.error_code:
             return None
         return {"code": job.error_code, "message": job.error_message}
 
+    @extend_schema_field(
+        inline_serializer(
+            "JobLinks", {name: serializers.URLField() for name in ("self", "cancel", "retry", "download")}
+        )
+    )
     def get_links(self, job: GenerationJob) -> dict[str, str]:
         request = self.context.get("request")
         routes = {"self": "job-detail", "cancel": "job-cancel", "retry": "job-retry", "download": "job-download"}
@@ -263,10 +354,10 @@ class LookSerializer(serializers.ModelSerializer):
     width = serializers.IntegerField(source="output.width", read_only=True)
     height = serializers.IntegerField(source="output.height", read_only=True)
     prompt = serializers.CharField(source="job.prompt", read_only=True)
-    kind = serializers.CharField(source="job.kind", read_only=True)
+    kind = serializers.ChoiceField(source="job.kind", choices=GenerationJob.Kind.choices, read_only=True)
     provider = serializers.CharField(source="job.provider", read_only=True)
     model = serializers.CharField(source="job.model", read_only=True)
-    params = serializers.JSONField(source="job.params", read_only=True)
+    params = serializers.DictField(source="job.params", read_only=True)
 
     class Meta:
         model = Look
@@ -291,6 +382,7 @@ class LookSerializer(serializers.ModelSerializer):
         data["index"] = look.output.index + 1
         return data
 
+    @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, look: Look) -> str:
         return _absolute(self.context.get("request"), output_url(look.output))
 

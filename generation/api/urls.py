@@ -1,5 +1,6 @@
 from django.urls import path
 
+from accounts.api import ApiKeyDetailView, ApiKeyListCreateView
 from credits.api import CreditsView
 from generation.api import views
 
@@ -24,4 +25,6 @@ urlpatterns = [
     path("looks", views.LookListView.as_view(), name="look-list"),
     path("looks/<uuid:look_id>", views.LookDetailView.as_view(), name="look-detail"),
     path("credits", CreditsView.as_view(), name="credits"),
+    path("keys", ApiKeyListCreateView.as_view(), name="key-list"),
+    path("keys/<int:key_id>", ApiKeyDetailView.as_view(), name="key-detail"),
 ]

@@ -8,18 +8,24 @@ from uuid import UUID
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from storages.backends.s3 import S3Storage
 
 from accounts.permissions import request_team
+from accounts.quotas import QuotaExceeded
+from config.cache_control import PRIVATE, never_store
 from config.pagination import BoundedLimitOffsetPagination
-from generation.api.ranges import ranged_file_response
+from config.schema import error_responses
+from config.throttles import RateScope
+from credits.services import InsufficientCredits
+from generation.api.ranges import RANGE_HEADER, FileNegotiation, file_responses, ranged_file_response
 from generation.api.serializers import (
+    FROM_STRINGS,
     ActivitySeenSerializer,
     AssetSerializer,
     AssetUploadSerializer,
@@ -29,7 +35,7 @@ from generation.api.serializers import (
     LookSerializer,
     ProviderCatalogSerializer,
 )
-from generation.errors import NothingToDownload, ValidationFailed
+from generation.errors import IdempotencyConflict, InvalidJobStatus, NothingToDownload, ValidationFailed
 from generation.models import GeneratedOutput, GenerationJob, InputAsset, Look
 from generation.providers.catalog import configured_providers
 from generation.selectors import activity_for_user, job_list_for_team, job_queryset_for_team, look_list_for_team
@@ -41,6 +47,7 @@ from generation.services.submit import job_estimate, job_submit
 from generation.uploads import oversized_uploads, too_large_message
 
 IDEMPOTENCY_KEY_MAX = 200
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")  # what uploads and image outputs may be
 
 
 def _job_for_team(request: Request, job_id: UUID) -> GenerationJob:
@@ -56,13 +63,16 @@ def _job_response(request: Request, job: GenerationJob, status_code: int) -> Res
 
 
 class JobListCreateView(APIView):
+    pagination_class = BoundedLimitOffsetPagination  # GET; the schema shows the page's envelope
+    throttle_scopes = {"POST": RateScope.SUBMIT}  # a submit holds credits; the list is a read
+
     @extend_schema(
         parameters=[JobListQuerySerializer],
         responses=JobSerializer(many=True),
         summary="The team's jobs, newest first",
     )
     def get(self, request: Request) -> Response:
-        query = JobListQuerySerializer(data=request.query_params.dict())
+        query = JobListQuerySerializer(data=request.query_params.dict(), context={FROM_STRINGS: True})
         query.is_valid(raise_exception=True)
         jobs = job_list_for_team(
             team=request_team(request),
@@ -70,14 +80,30 @@ class JobListCreateView(APIView):
             kind=query.validated_data.get("kind"),
             tab_id=query.validated_data.get("tab"),
         )
-        paginator = BoundedLimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(jobs, request, view=self)
         return paginator.get_paginated_response(JobSerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(
         request=JobCreateSerializer,
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
-        responses={202: JobSerializer, 200: JobSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX},
+                OpenApiParameter.HEADER,
+                required=False,
+                description="The same key and body again answer the first job; another body is a 422",
+            )
+        ],
+        responses={
+            202: JobSerializer,
+            200: JobSerializer,
+            **error_responses(
+                (InsufficientCredits, "the team's available credits do not cover the job (`required`, `available`)"),
+                (QuotaExceeded, "the team's queued and running jobs fill its quota"),
+                (IdempotencyConflict, "the Idempotency-Key was used with a different body"),
+            ),
+        },
         summary="Start a generation (202); an active job for the same subject_key is returned (200)",
     )
     def post(self, request: Request) -> Response:
@@ -102,6 +128,8 @@ class JobListCreateView(APIView):
 
 
 class JobEstimateView(APIView):
+    throttle_scopes = {"POST": RateScope.ESTIMATE}
+
     @extend_schema(
         request=JobCreateSerializer,
         responses=inline_serializer(
@@ -141,16 +169,30 @@ class JobDetailView(APIView):
 
 
 class JobCancelView(APIView):
-    @extend_schema(request=None, responses=JobSerializer, summary="Cancel a queued or running job")
+    @extend_schema(
+        request=None,
+        responses={200: JobSerializer, **error_responses((InvalidJobStatus, "the job has already finished"))},
+        summary="Cancel a queued or running job",
+    )
     def post(self, request: Request, job_id: UUID) -> Response:
         job = job_cancel(job=_job_for_team(request, job_id))
         return _job_response(request, job, status.HTTP_200_OK)
 
 
 class JobRetryView(APIView):
+    throttle_scopes = {"POST": RateScope.SUBMIT}  # a retry holds credits like a submit
+
     @extend_schema(
         request=None,
-        responses={201: JobSerializer, 200: JobSerializer},
+        responses={
+            201: JobSerializer,
+            200: JobSerializer,
+            **error_responses(
+                (InsufficientCredits, "the team's available credits do not cover the missing images"),
+                (InvalidJobStatus, "only a failed or canceled job is retried"),
+                (QuotaExceeded, "the team's queued and running jobs fill its quota"),
+            ),
+        },
         summary="A new job that makes only the images a failed or canceled job lacks",
     )
     def post(self, request: Request, job_id: UUID) -> Response:
@@ -161,21 +203,32 @@ class JobRetryView(APIView):
 def _stream_from_storage(
     request: Request, name: str, *, filename: str, content_type: str, as_attachment: bool
 ) -> HttpResponseBase:
-    url = default_storage.url(name)
-    if url.startswith("http"):
-        return HttpResponseRedirect(url)  # a signed, short-lived S3 URL: no bytes through the web process
-    return ranged_file_response(
-        name,
-        range_header=request.headers.get("Range", ""),
-        filename=filename,
-        content_type=content_type,
-        as_attachment=as_attachment,
+    """A team's private file: kept by no cache, neither our answer nor the bucket's."""
+    if isinstance(default_storage, S3Storage):
+        # A signed, short-lived URL: no bytes through the web process. The bucket answers it with
+        # our Cache-Control too, as S3 takes response headers as signed parameters.
+        url = default_storage.url(name, parameters={"ResponseCacheControl": PRIVATE})
+        return never_store(HttpResponseRedirect(url))
+    return never_store(
+        ranged_file_response(
+            name,
+            range_header=request.headers.get("Range", ""),
+            filename=filename,
+            content_type=content_type,
+            as_attachment=as_attachment,
+        )
     )
 
 
 class JobDownloadView(APIView):
+    content_negotiation_class = FileNegotiation
+
     @extend_schema(
-        responses={(200, "application/zip"): OpenApiResponse(description="image-1.png, image-2.png, ...")},
+        parameters=[RANGE_HEADER],
+        responses={
+            **file_responses(("application/zip",), "image-1.png, image-2.png, ..."),
+            **error_responses((NothingToDownload, "the job has no images yet")),
+        },
         summary="A zip of the job's images",
     )
     def get(self, request: Request, job_id: UUID) -> HttpResponseBase:
@@ -191,7 +244,7 @@ class JobDownloadView(APIView):
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - FileResponse closes it
         archive_write(job=job, outputs=outputs, fileobj=spool)
         spool.seek(0)
-        return FileResponse(spool, filename=filename, content_type="application/zip", as_attachment=True)
+        return never_store(FileResponse(spool, filename=filename, content_type="application/zip", as_attachment=True))
 
 
 def _output_for_team(request: Request, job_id: UUID, number: int) -> GeneratedOutput:
@@ -199,13 +252,11 @@ def _output_for_team(request: Request, job_id: UUID, number: int) -> GeneratedOu
 
 
 class JobOutputView(APIView):
+    content_negotiation_class = FileNegotiation
+
     @extend_schema(
-        responses={
-            (200, "image/png"): OpenApiResponse(
-                response=OpenApiTypes.BINARY, description="The image (image/png, image/jpeg or image/webp)"
-            ),
-            (200, "video/mp4"): OpenApiResponse(response=OpenApiTypes.BINARY, description="The clip of a video job"),
-        },
+        parameters=[RANGE_HEADER],
+        responses=file_responses(IMAGE_TYPES + ("video/mp4",), "The image, or the clip of a video job"),
         summary="One output: an image or a clip",
     )
     def get(self, request: Request, job_id: UUID, number: int) -> HttpResponseBase:
@@ -220,8 +271,11 @@ class JobOutputView(APIView):
 
 
 class JobOutputPosterView(APIView):
+    content_negotiation_class = FileNegotiation
+
     @extend_schema(
-        responses={(200, "image/png"): OpenApiResponse(description="The clip's first frame")},
+        parameters=[RANGE_HEADER],
+        responses=file_responses(("image/png",), "The clip's first frame"),
         summary="The poster frame of a clip (404 for an image)",
     )
     def get(self, request: Request, job_id: UUID, number: int) -> HttpResponseBase:
@@ -239,20 +293,38 @@ class JobOutputPosterView(APIView):
 
 class AssetUploadView(APIView):
     parser_classes = [MultiPartParser]
+    throttle_scopes = {"POST": RateScope.UPLOAD}
 
-    @extend_schema(request={"multipart/form-data": AssetUploadSerializer}, responses={201: AssetSerializer})
+    @extend_schema(
+        request={"multipart/form-data": AssetUploadSerializer},
+        responses={
+            201: AssetSerializer,
+            200: OpenApiResponse(
+                AssetSerializer,
+                description="The team already has this very file (same SHA-256): its asset, stored once, "
+                "which does not count against the upload quotas again",
+            ),
+            **error_responses((QuotaExceeded, "the team's uploads fill its quota of images or megabytes")),
+        },
+        summary="Upload a source or reference image (201); the same file again answers its asset (200)",
+    )
     def post(self, request: Request) -> Response:
         data = request.data  # parsing runs the upload handlers, which note a too-large file
         if "file" in oversized_uploads(request._request):
             raise ValidationFailed({"file": [too_large_message()]})
         serializer = AssetUploadSerializer(data=data)
         serializer.is_valid(raise_exception=True)
-        asset = asset_upload(team=request_team(request), user=request.user, upload=serializer.validated_data["file"])  # type: ignore[arg-type]
-        return Response(AssetSerializer(asset, context={"request": request}).data, status=status.HTTP_201_CREATED)
+        result = asset_upload(team=request_team(request), user=request.user, upload=serializer.validated_data["file"])  # type: ignore[arg-type]
+        return Response(
+            AssetSerializer(result.asset, context={"request": request}).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
 
 
 class AssetContentView(APIView):
-    @extend_schema(responses={(200, "image/png"): OpenApiResponse(description="The uploaded image")})
+    content_negotiation_class = FileNegotiation
+
+    @extend_schema(parameters=[RANGE_HEADER], responses=file_responses(IMAGE_TYPES, "The uploaded image"))
     def get(self, request: Request, asset_id: UUID) -> HttpResponseBase:
         asset = get_object_or_404(InputAsset, team=request_team(request), id=asset_id)
         name = stored_name(asset.file)
@@ -281,7 +353,7 @@ class ActivitySeenView(APIView):
         summary="Mark finished jobs seen (the given ids, or all)",
     )
     def post(self, request: Request) -> Response:
-        serializer = ActivitySeenSerializer(data=request.data or {})
+        serializer = ActivitySeenSerializer(data=request.data)  # no body is {}; a `null` one is refused
         serializer.is_valid(raise_exception=True)
         marked = activity_mark_seen(
             user=request.user,  # type: ignore[arg-type]
@@ -292,9 +364,11 @@ class ActivitySeenView(APIView):
 
 
 class LookListView(APIView):
+    pagination_class = BoundedLimitOffsetPagination  # the schema shows the page's envelope
+
     @extend_schema(responses=LookSerializer(many=True), summary="The team's collection, newest first")
     def get(self, request: Request) -> Response:
-        paginator = BoundedLimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(look_list_for_team(team=request_team(request)), request, view=self)
         return paginator.get_paginated_response(LookSerializer(page, many=True, context={"request": request}).data)
 

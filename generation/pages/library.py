@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import connection
@@ -11,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.quotas import QuotaExceeded
 from credits.models import LedgerEntry
 from credits.services import job_credits_from_entries
 from generation.models import GenerationJob
@@ -119,7 +121,11 @@ def look_delete(request: HttpRequest, look_id: UUID) -> HttpResponse:
 @require_POST
 def look_remix(request: HttpRequest, look_id: UUID) -> HttpResponse:
     look = get_object_or_404(look_list_for_team(team=page_team(request)), id=look_id)
-    tab = tab_remix(look=look, user=page_user(request), team=page_team(request))
+    try:
+        tab = tab_remix(look=look, user=page_user(request), team=page_team(request))
+    except QuotaExceeded as error:
+        messages.error(request, f"{error.message} Close a studio tab to remix this look.")
+        return redirect("look-page", look_id=look.id)
     return redirect("studio-tab", tab_id=tab.id)
 
 

@@ -16,7 +16,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import condition, require_GET, require_POST
 
+from accounts.quotas import QuotaExceeded
 from config.errors import ServiceError
+from config.throttles import RateScope, rate_limit_wait
 from credits.services import InsufficientCredits
 from generation.errors import IdempotencyConflict
 from generation.models import GeneratedOutput, GenerationJob, StudioTab
@@ -98,7 +100,7 @@ def progress_context(request: HttpRequest, job: GenerationJob | None, tab: Studi
         # Placeholders for the outputs still to come, while the job can still make them.
         "pending": range(job.total_outputs - len(outputs)) if job.is_active else range(0),
         "is_video": job.kind == GenerationJob.Kind.VIDEO,
-        "frame_ratio": str(job.params.get("aspect_ratio") or "1:1").replace(":", " / "),
+        "frame_ratio": str(job.params.get("aspect_ratio") or "1:1"),  # app.css shapes a placeholder by it
         "percent": round(100 * done / job.total_outputs),
         "progress_value": f"{done:.2f}",
         "running_for": elapsed_text((timezone.now() - job.started_at).total_seconds())
@@ -136,7 +138,13 @@ def _render_tab(
 @require_GET
 def studio(request: HttpRequest) -> HttpResponse:
     tabs = _tabs(request)
-    tab = tabs[0] if tabs else tab_create(user=page_user(request), team=page_team(request))
+    if tabs:
+        return redirect("studio-tab", tab_id=tabs[0].id)
+    try:
+        tab = tab_create(user=page_user(request), team=page_team(request))
+    except QuotaExceeded as error:  # a team whose quota allows no tabs at all
+        messages.error(request, error.message)
+        return redirect("job-list")
     return redirect("studio-tab", tab_id=tab.id)
 
 
@@ -149,7 +157,11 @@ def tab_page(request: HttpRequest, tab_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def tab_new(request: HttpRequest) -> HttpResponse:
-    tab = tab_create(user=page_user(request), team=page_team(request), title=request.POST.get("title", ""))
+    try:
+        tab = tab_create(user=page_user(request), team=page_team(request), title=request.POST.get("title", ""))
+    except QuotaExceeded as error:
+        messages.error(request, f"{error.message} Close a tab to open another.")
+        return redirect("studio")
     return redirect("studio-tab", tab_id=tab.id)
 
 
@@ -172,8 +184,11 @@ def tab_close_view(request: HttpRequest, tab_id: int) -> HttpResponse:
 def tab_estimate(request: HttpRequest, tab_id: int) -> HttpResponse:
     """The cost and optimized prompt of the form as it stands; also saves the draft (files aside)."""
     tab = _tab(request, tab_id)
-    form = draft_from_post(post=request.POST, files={}, team=page_team(request), user=page_user(request))  # type: ignore[arg-type]
-    tab_save_draft(tab=tab, draft=form.draft)
+    try:
+        form = draft_from_post(post=request.POST, files={}, team=page_team(request), user=page_user(request))  # type: ignore[arg-type]
+        tab_save_draft(tab=tab, draft=form.draft)
+    except QuotaExceeded as error:
+        return _draft_refused(request, tab, error)
     estimate = None
     if form.spec is not None:
         try:
@@ -192,7 +207,10 @@ def tab_form_settings(request: HttpRequest, tab_id: int) -> HttpResponse:
     """The form's settings drawn again for the provider, kind and model just chosen (htmx swaps
     them in, then asks for the estimate, which saves the draft). Without htmx: the whole tab."""
     tab = _tab(request, tab_id)
-    form = draft_from_post(post=request.POST, files={}, team=page_team(request), user=page_user(request))  # type: ignore[arg-type]
+    try:
+        form = draft_from_post(post=request.POST, files={}, team=page_team(request), user=page_user(request))  # type: ignore[arg-type]
+    except QuotaExceeded as error:
+        return _draft_refused(request, tab, error)
     if not request.htmx:  # type: ignore[attr-defined]
         return _render_tab(request, tab, FormResult(draft=form.draft))
     values = form_values(form.draft)
@@ -205,11 +223,24 @@ def tab_form_settings(request: HttpRequest, tab_id: int) -> HttpResponse:
 def tab_generate(request: HttpRequest, tab_id: int) -> HttpResponse:
     tab = _tab(request, tab_id)
     team, user = page_team(request), page_user(request)
+    # The API's submit limit: the button spends credits as a POST /api/v1/jobs does. Checked
+    # before the form is read, so a refused press stores nothing, not even its uploads.
+    wait = rate_limit_wait(request, RateScope.SUBMIT)
+    if wait is not None:
+        messages.error(request, f"Too many generations in a short time; try again in {wait} seconds.")
+        response = _render_tab(request, tab, status=429)
+        response["Retry-After"] = str(wait)
+        return response
     post = request.POST.copy()
     post["tab"] = str(tab.id)
-    form = draft_from_post(post=post, files=request.FILES, team=team, user=user, oversized=oversized_uploads(request))
-    form.draft.pop("tab", None)
-    tab_save_draft(tab=tab, draft=form.draft)
+    try:
+        form = draft_from_post(
+            post=post, files=request.FILES, team=team, user=user, oversized=oversized_uploads(request)
+        )
+        form.draft.pop("tab", None)
+        tab_save_draft(tab=tab, draft=form.draft)
+    except QuotaExceeded as error:
+        return _draft_refused(request, tab, error)
     if form.spec is None:
         return _render_tab(request, tab, form, status=400)
     token = request.POST.get("submit_token", "")
@@ -222,10 +253,23 @@ def tab_generate(request: HttpRequest, tab_id: int) -> HttpResponse:
     except InsufficientCredits as error:
         shortfall = {**error.details, "short": error.details["required"] - error.details["available"]}
         return _render_tab(request, tab, form, status=402, shortfall=shortfall)
+    except QuotaExceeded as error:  # the team's active jobs fill its quota
+        messages.error(request, f"{error.message} Wait for one to finish, or cancel one, and press Generate again.")
+        return _render_tab(request, tab, form, status=error.status_code)
     except ServiceError as error:
         form.errors = form_errors(error.details, form.draft) or {"prompt": [error.message]}
         return _render_tab(request, tab, form, status=400)
     return redirect("studio-tab", tab_id=tab.id)
+
+
+def _draft_refused(request: HttpRequest, tab: StudioTab, error: QuotaExceeded) -> HttpResponse:
+    """A draft over its size quota: nothing was saved. The tab is drawn from its stored draft,
+    so the page does not carry the refused text back."""
+    if request.htmx:  # type: ignore[attr-defined]
+        context = {"estimate": None, "estimate_errors": [("Draft", [error.message])]}
+        return render(request, "studio/partials/estimate.html", context, status=error.status_code)
+    messages.error(request, error.message)
+    return _render_tab(request, tab, status=error.status_code)
 
 
 def _progress_etag(request: HttpRequest, tab_id: int) -> str | None:
@@ -236,6 +280,7 @@ def _progress_etag(request: HttpRequest, tab_id: int) -> str | None:
         GenerationJob.objects.filter(tab_id=tab_id, tab__user=request.user)
         .order_by("-created_at")
         .values_list(
+            "team_id",
             "id",
             "status",
             "completed_outputs",
@@ -250,8 +295,9 @@ def _progress_etag(request: HttpRequest, tab_id: int) -> str | None:
         .first()
     )
     position = ""
-    if row is not None and row[1] == GenerationJob.Status.QUEUED:
-        position = str(GenerationJob.objects.filter(status="queued", created_at__lt=row[4]).count())
+    if row is not None and row[2] == GenerationJob.Status.QUEUED:
+        ahead = GenerationJob.queued_ahead(team_id=row[0], created_at=row[5])
+        position = str(GenerationJob.objects.filter(ahead).count())
     return hashlib.sha256(f"{row}|{position}".encode()).hexdigest()[:32]
 
 
@@ -264,9 +310,10 @@ def tab_progress(request: HttpRequest, tab_id: int) -> HttpResponse:
     if job is not None:
         # The poll showed the job finishing in front of the person: no "while you were away" for it.
         job_mark_seen(job=job, user=page_user(request))
-    response = render(request, "studio/partials/progress.html", progress_context(request, job, tab))
-    response["Cache-Control"] = "no-cache"  # revalidate every poll; the ETag makes it a 304 when unchanged
-    return response
+    # Like every signed-in page it is sent no-store (config/cache_control.py): the browser keeps
+    # no copy, so app.js asks with the ETag of the last panel, and a poll that finds nothing new
+    # is a 304.
+    return render(request, "studio/partials/progress.html", progress_context(request, job, tab))
 
 
 @login_required
@@ -284,6 +331,10 @@ def job_cancel_view(request: HttpRequest, job_id: str) -> HttpResponse:
 @require_POST
 def job_retry_view(request: HttpRequest, job_id: str) -> HttpResponse:
     job = get_object_or_404(GenerationJob, id=job_id, team=page_team(request))
+    wait = rate_limit_wait(request, RateScope.SUBMIT)  # a retry holds credits, like Generate
+    if wait is not None:
+        messages.error(request, f"Too many generations in a short time; try again in {wait} seconds.")
+        return _back(request, job)
     try:
         retry, _ = job_retry(job=job, user=page_user(request))
     except InsufficientCredits as error:

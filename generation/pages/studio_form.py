@@ -12,11 +12,13 @@ from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 
 from accounts.models import Team, User
+from accounts.quotas import QuotaExceeded
 from config.api_errors import flatten_field_errors
 from config.errors import ValidationFailed
-from generation.api.serializers import JobCreateSerializer
+from generation.api.serializers import FROM_STRINGS, JobCreateSerializer
 from generation.providers.catalog import Option
 from generation.services.assets import asset_upload
+from generation.services.studio import tab_draft_check
 from generation.services.submit import JobSpec
 from generation.uploads import too_large_message
 
@@ -36,13 +38,15 @@ def draft_from_post(
     *, post: QueryDict, files: MultiValueDict, team: Team, user: User, oversized: set[str] | None = None
 ) -> FormResult:
     """1. Read the fields into the API's body shape, leaving out empty optional values.
-    2. Upload new images (source, mask, references, sketch), keeping earlier uploads named in hidden fields.
-    3. Validate with the API's serializer; map its field paths back to the form's field names.
+    2. Refuse a draft over the team's size quota (QuotaExceeded, 413) before any upload is stored.
+    3. Upload new images (source, mask, references, sketch), keeping earlier uploads named in hidden fields.
+    4. Validate with the API's serializer; map its field paths back to the form's field names.
     """
     draft: dict = {name: post.get(name, "").strip() for name in TOP_FIELDS if post.get(name, "").strip()}
     params = {name: post.get(name, "").strip() for name in PARAM_FIELDS if post.get(name, "").strip()}
     if params:
         draft["params"] = params
+    tab_draft_check(team=team, draft=draft)  # the uploads add only their ids to it
     errors: dict[str, list[str]] = {}
 
     def upload(field_name: str) -> str | None:
@@ -52,8 +56,8 @@ def draft_from_post(
         new_file: UploadedFile | None = files.get(field_name)
         if new_file is not None:
             try:
-                return str(asset_upload(team=team, user=user, upload=new_file).id)
-            except ValidationFailed as error:
+                return str(asset_upload(team=team, user=user, upload=new_file).asset.id)
+            except (ValidationFailed, QuotaExceeded) as error:  # shown next to the file's field
                 errors[field_name] = error.details.get("file", [error.message])
                 return None
         return _uuid_or_none(post.get(f"{field_name}_asset", ""))
@@ -82,7 +86,7 @@ def draft_from_post(
     result = FormResult(draft=draft, errors=errors)
     if errors:
         return result
-    serializer = JobCreateSerializer(data=draft)
+    serializer = JobCreateSerializer(data=draft, context={FROM_STRINGS: True})  # form fields are strings
     if not serializer.is_valid():
         result.errors = form_errors(flatten_field_errors(serializer.errors), draft)
         return result

@@ -32,20 +32,19 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from generation.models import GenerationJob, InputAsset, JobReference
 from generation.providers.base import PermanentProviderError, Provider, ReferenceImage
 from generation.services.bounded import call_bounded
+from generation.services.decoding import MB, decode_bytes, image_decode_bytes, jpeg_draft_scale
 from generation.services.faults import storage_part
 from generation.services.files import stored_name
 
-MB = 1024 * 1024
-
-# Pillow keeps every colour mode at 4 bytes a pixel (RGB is stored as RGBX); only these are smaller.
-_SMALL_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 # An asset row does not record its mode, so an estimate from the row takes the common, and
-# largest, case (4 bytes a pixel). It overstates only greyscale and palette pictures.
+# largest, case (4 bytes a pixel). It overstates only greyscale and palette pictures. Nor does
+# it record whether a JPEG keeps its coefficient buffer while it decodes (a progressive one
+# does): the estimate from the row leaves that buffer out, and the worker's check from the
+# file's own header (`input_image_prepare`) counts it before anything is decoded. A file an
+# upload accepts decodes within UPLOAD_MAX_DECODED_MB, buffer included, so it passes that check
+# in a one-input job under the default ceiling (UPLOAD_MAX_DECODED_MB + 96).
 _STORED_MODE = "RGBA"
 _STORED_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
-# Pillow's WebP decoder holds the picture four times while it decodes (measured): the decoder's
-# canvas and frame, the pixels handed to Python, and the image itself.
-_WEBP_DECODE_COPIES = 4
 # Strips of about this many bytes are converted and reduced at a time: converting or
 # premultiplying (RGBA) the whole decoded picture at once would hold a second full-size copy.
 _STRIP_BYTES = 4 * MB
@@ -75,20 +74,6 @@ class JobInputs:
     source: bytes | None
     references: tuple[ReferenceImage, ...]
     mask: bytes | None = None
-
-
-def bytes_per_pixel(mode: str) -> int:
-    """The bytes Pillow holds for one pixel of a picture decoded in `mode`."""
-    return _SMALL_MODE_BYTES.get(mode, 4)
-
-
-def decode_bytes(*, size: tuple[int, int], mode: str, image_format: str) -> int:
-    """The memory Pillow takes to decode a picture of `size` at full size.
-
-    Its pixels at the bytes per pixel of its mode, and four times that for a WebP picture.
-    """
-    copies = _WEBP_DECODE_COPIES if image_format == "WEBP" else 1
-    return size[0] * size[1] * bytes_per_pixel(mode) * copies
 
 
 # -- the estimate --------------------------------------------------------------------------------
@@ -150,13 +135,12 @@ def job_inputs_oversized(*, assets: Sequence[InputAsset], provider: Provider) ->
 
 
 def _stored_input_peak(asset: InputAsset, provider: Provider) -> int:
-    return _input_peak_bytes(
-        size=(asset.width, asset.height),
-        mode=_STORED_MODE,
-        image_format=_stored_format(asset),
-        file_bytes=asset.bytes,
-        max_side=provider.input_max_side,
-    )
+    size, image_format = (asset.width, asset.height), _stored_format(asset)
+    if image_format == "JPEG":  # decoded at the reduced scale its decoder is asked for
+        scale = jpeg_draft_scale(size, _fitted(size, provider.input_max_side))
+        size = (math.ceil(size[0] / scale), math.ceil(size[1] / scale))
+    decoded = decode_bytes(size=size, mode=_STORED_MODE, image_format=image_format)
+    return _input_peak_bytes(file_bytes=asset.bytes, decoded=decoded, max_side=provider.input_max_side)
 
 
 def _stored_format(asset: InputAsset) -> str:
@@ -169,26 +153,16 @@ def _run_bytes(input_count: int, provider: Provider) -> int:
     return provider.working_memory_mb * MB + input_count * provider.input_max_side**2 * 4
 
 
-def _input_peak_bytes(*, size: tuple[int, int], mode: str, image_format: str, file_bytes: int, max_side: int) -> int:
-    """The peak of preparing one input: its file, its decoding (a JPEG's at the reduced scale its
-    decoder is asked for) and the downsizing work around it."""
-    scale = _jpeg_draft_scale(size, _fitted(size, max_side)) if image_format in ("JPEG", "MPO") else 1
-    decoded_size = (math.ceil(size[0] / scale), math.ceil(size[1] / scale))
-    return (
-        file_bytes + decode_bytes(size=decoded_size, mode=mode, image_format=image_format) + _downsizing_bytes(max_side)
-    )
+def _input_peak_bytes(*, file_bytes: int, decoded: int, max_side: int) -> int:
+    """The peak of preparing one input: its file, its decoding (`decoded`: a JPEG's at the
+    reduced scale its decoder is asked for) and the downsizing work around it."""
+    return file_bytes + decoded + _downsizing_bytes(max_side)
 
 
 def _downsizing_bytes(max_side: int) -> int:
     # The reduced copy (under twice the target a side), the strip being reduced with its
     # converted and premultiplied copies, the final picture and its PNG; measured well under.
     return 8 * max_side * max_side * 4
-
-
-def _jpeg_draft_scale(size: tuple[int, int], target: tuple[int, int]) -> int:
-    """The 1/n scale Pillow's JPEG decoder uses for `draft(mode, target)` (JpegImagePlugin.draft)."""
-    ratio = min(size[0] // target[0], size[1] // target[1])
-    return next((n for n in (8, 4, 2) if ratio >= n), 1)
 
 
 def _fitted(size: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -345,17 +319,13 @@ def input_image_prepare(*, content: bytes, subject: str, max_side: int, limit: i
         with Image.open(io.BytesIO(content)) as image:
             if max(image.size) <= max_side and _orientation(image) == 1:
                 return content
-            needed = _input_peak_bytes(
-                size=image.size,
-                mode=image.mode,
-                image_format=image.format or "",
-                file_bytes=len(content),
-                max_side=max_side,
-            )
+            decoded = image_decode_bytes(image, content, draft_to=_fitted(image.size, max_side))
+            needed = _input_peak_bytes(file_bytes=len(content), decoded=decoded, max_side=max_side)
             allowed = settings.JOB_MEMORY_CEILING_MB * MB if limit is None else limit
             if needed > allowed:
                 room = allowed - len(content) - _downsizing_bytes(max_side)
-                pixel_bytes = decode_bytes(size=(1, 1), mode=image.mode, image_format=image.format or "")
+                # What each of its pixels costs, coefficients and reduced scale included.
+                pixel_bytes = max(1, math.ceil(decoded / (image.width * image.height)))
                 oversize = _oversize(size=image.size, needed=needed, room=room, pixel_bytes=pixel_bytes)
                 raise InputsTooLarge(oversize.describe(subject))
             with decode_budget().reserved(needed):

@@ -19,6 +19,7 @@ from credits.services import credits_hold
 from generation.errors import InvalidJobStatus
 from generation.models import ACTIVE_STATUSES, GeneratedOutput, GenerationJob, JobReference
 from generation.services.dispatch import job_dispatch_on_commit
+from generation.services.submit import jobs_active_quota_check
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ def job_retry(*, job: GenerationJob, user: User | None) -> tuple[GenerationJob, 
     3. The delivered images are carried over as outputs of the new job (same files, no cost).
     4. Credits are held for the missing images only (InsufficientCredits, 402, when short).
     5. Another active job for the same `subject_key` refuses the retry (InvalidJobStatus, 409).
+    6. A team whose queued and running jobs fill its quota gets no new one (QuotaExceeded, 409);
+       an existing retry (step 2) is still returned.
     Returns (job, created).
     """
     for attempt in range(1, RETRY_TRANSACTION_ATTEMPTS + 1):
@@ -72,9 +75,10 @@ def _job_retry_create(*, job: GenerationJob, user: User | None) -> tuple[Generat
     2. Read the asked job's status and walk to the chain's end under that lock (both fresh, not
        the caller's possibly stale copies).
     3. Lock the end, the job to retry. Locks are taken in one order, root, end, then the team's
-       account inside credits_hold, and the new row's deferred foreign-key checks at commit
-       (`retry_of`, `chain_root`) find rows this transaction already holds, so they wait on nobody
-       while the account is locked: two retries cannot deadlock.
+       account (before the team's active jobs are counted against its quota, so that nothing is
+       stored over it), and the new row's deferred foreign-key checks at commit (`retry_of`,
+       `chain_root`) find rows this transaction already holds, so they wait on nobody while the
+       account is locked: two retries cannot deadlock.
     """
     with transaction.atomic():
         root = GenerationJob.objects.select_for_update().get(id=job.chain_root_or_self_id)
@@ -89,6 +93,7 @@ def _job_retry_create(*, job: GenerationJob, user: User | None) -> tuple[Generat
             return end, False
         if end.id != root.id:
             end = GenerationJob.objects.select_for_update().get(id=end.id)
+        jobs_active_quota_check(team=end.team)
         delivered = list(end.outputs.all())
         # The retry stays in the tab only when that tab belongs to the person retrying.
         tab_id = end.tab_id if end.tab_id and end.tab and user and end.tab.user_id == user.id else None

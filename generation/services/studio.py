@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from accounts.models import Team, User
+from accounts.quotas import Quota, QuotaExceeded, quota_check, team_quota
 from generation.models import GenerationJob, Look, StudioTab
 
 TITLE_MAX = 80
 
 
 def tab_create(*, user: User, team: Team, title: str = "", draft: dict | None = None) -> StudioTab:
+    """A new tab at the end of the person's tabs in `team`; QuotaExceeded (409) once they have
+    as many as the team's studio-tabs quota, or when `draft` is over its size quota."""
+    if draft:
+        tab_draft_check(team=team, draft=draft)
     with transaction.atomic():
-        tabs = StudioTab.objects.select_for_update().filter(user=user, team=team)
+        # The person's row serializes their tab creations: the count below then sees every tab
+        # made before (locking their tabs instead locks nothing while they have none, and
+        # PostgreSQL takes no lock for an aggregate). NO KEY: rows that point at the user
+        # (a job, a key) can still be inserted meanwhile.
+        User.objects.select_for_update(no_key=True).filter(id=user.id).first()
+        tabs = StudioTab.objects.filter(user=user, team=team)
+        count = tabs.count()
+        quota_check(team, Quota.STUDIO_TABS, used=count)
         last = tabs.aggregate(last=Max("position"))["last"]
         position = 0 if last is None else last + 1
-        count = tabs.count()
         return StudioTab.objects.create(
             user=user,
             team=team,
@@ -38,7 +52,23 @@ def tab_close(*, tab: StudioTab) -> None:
     tab.delete()
 
 
+def tab_draft_check(*, team: Team, draft: dict) -> None:
+    """Refuse a draft larger than the team's draft quota (QuotaExceeded, 413), before anything
+    stores it: a draft is saved as the person types, and the tab's page carries it back."""
+    size_kb = math.ceil(len(json.dumps(draft, separators=(",", ":"), default=str).encode()) / 1024)
+    limit_kb = team_quota(team, Quota.DRAFT_KB)
+    if size_kb > limit_kb:
+        raise QuotaExceeded(
+            Quota.DRAFT_KB,
+            limit=limit_kb,
+            used=size_kb,
+            message=f"This draft is {size_kb} KB; a studio draft may hold at most {limit_kb} KB. Shorten the prompt.",
+        )
+
+
 def tab_save_draft(*, tab: StudioTab, draft: dict) -> None:
+    """Store the form as it stands (QuotaExceeded, and nothing stored, when it is too large)."""
+    tab_draft_check(team=tab.team, draft=draft)
     StudioTab.objects.filter(id=tab.id).update(draft=draft, updated_at=timezone.now())
     tab.draft = draft
 

@@ -12,7 +12,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Team, User
-from credits.services import credits_hold
+from accounts.quotas import Quota, quota_check
+from credits.services import credits_account_lock, credits_hold
 from generation.errors import IdempotencyConflict, ValidationFailed
 from generation.models import ACTIVE_STATUSES, GenerationJob, InputAsset, JobReference, StudioTab
 from generation.prompts import build_optimized_prompt
@@ -126,8 +127,9 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
     1. A known `idempotency_key` returns its job (same body) or raises IdempotencyConflict.
     2. A `subject_key` with an active job returns that job instead of starting another.
     3. Inputs are resolved within the team (another team's asset is "not found").
-    4. In one transaction the job row is stored and price x outputs is held from the team's
-       credits (InsufficientCredits, and nothing is stored, when they are short).
+    4. In one transaction: the team's active jobs are counted against its quota (QuotaExceeded,
+       409), the job row is stored and price x outputs is held from the team's credits
+       (InsufficientCredits when they are short); either refusal stores nothing.
     5. After the commit the task is published (a lost publish is the rescuer's).
     A race on either key loses to the unique constraints and resolves like steps 1-2.
     """
@@ -143,6 +145,7 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
     params.setdefault("seed", secrets.randbelow(2**31))
     try:
         with transaction.atomic():
+            jobs_active_quota_check(team=team)
             job = GenerationJob.objects.create(
                 team=team,
                 created_by=user,
@@ -172,6 +175,19 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
             raise
         return SubmitResult(job=existing, created=False)
     return SubmitResult(job=job, created=True)
+
+
+def jobs_active_quota_check(*, team: Team) -> None:
+    """Refuse one more job when the team's queued and running jobs fill its quota (QuotaExceeded).
+
+    Call it inside the transaction that stores the job, before the job is stored. It first locks
+    the team's credit account row, which every submit and retry of the team locks here (and
+    every credit movement in credits_hold and the rest), so the count sees every job committed
+    before this one and two requests cannot both take the last place.
+    """
+    credits_account_lock(team_id=team.id)
+    active = GenerationJob.objects.filter(team=team, status__in=ACTIVE_STATUSES).count()
+    quota_check(team, Quota.ACTIVE_JOBS, used=active)
 
 
 def _existing_job(*, team: Team, spec: JobSpec, idempotency_key: str, fingerprint: str) -> GenerationJob | None:

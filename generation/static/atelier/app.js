@@ -1,7 +1,10 @@
+// The pages' few behaviours. The Content-Security-Policy allows scripts from this site only and
+// no eval, so nothing is written inline in the templates (no hx-on, no htmx event filters): it
+// is all here.
+
 // How long a running job has been running. The server writes "0:12" into the progress panel (a
 // reload shows it without JavaScript); this keeps it ticking between polls, whose answer stays a
-// cached 304 while nothing else changes, and corrects it at once when htmx swaps a panel in
-// (a 304 brings back the text of the panel as it was first drawn).
+// 304 while nothing else changes, and corrects it at once when htmx swaps a new panel in.
 (function () {
   "use strict";
   // The server's clock minus this one's, as of this page's load: the start time is the server's.
@@ -26,4 +29,51 @@
 
   setInterval(tick, 1000);
   document.addEventListener("htmx:afterSwap", tick);
+})();
+
+// Progress polls: the server answers 304 while a panel has not changed (its ETag). Signed-in
+// pages are sent with Cache-Control: no-store, so the browser keeps no copy to revalidate by
+// itself: the poll asks with the ETag of the last panel it got, and a 304 leaves the panel as it is.
+(function () {
+  "use strict";
+  if (!window.htmx) return;
+  var etags = {};
+  htmx.config.responseHandling.unshift({ code: "304", swap: false });
+  document.addEventListener("htmx:configRequest", function (event) {
+    var etag = event.detail.verb === "get" && etags[event.detail.path];
+    if (etag) event.detail.headers["If-None-Match"] = etag;
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var xhr = event.detail.xhr;
+    var etag = xhr && xhr.status === 200 && xhr.getResponseHeader("ETag");
+    if (etag) etags[event.detail.requestConfig.path] = etag;
+  });
+})();
+
+// The studio form asks for an estimate as its fields change ("estimate-input", "estimate-change"
+// in its hx-trigger), except for the fields that redraw the form's settings (provider, kind,
+// model: data-reshape), whose redrawn settings ask for their own. htmx could filter the events
+// only by evaluating code from the page, which the policy forbids; so the filtering is here.
+(function () {
+  "use strict";
+  ["input", "change"].forEach(function (type) {
+    document.addEventListener(type, function (event) {
+      var field = event.target;
+      if (!(field instanceof HTMLElement) || !field.form || field.dataset.reshape) return;
+      field.dispatchEvent(new CustomEvent("estimate-" + type, { bubbles: true }));
+    });
+  });
+})();
+
+// A draft over the team's size quota is refused with a 413 whose body is the estimate panel
+// saying so; htmx swaps no error answer by itself, so this one is let into the panel.
+(function () {
+  "use strict";
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target;
+    if (event.detail.xhr.status === 413 && target && target.id === "estimate") {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
 })();
