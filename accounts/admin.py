@@ -2,6 +2,7 @@ from typing import Any
 
 from axes import admin as axes_admin  # registers its admin first, whatever the order of the apps
 from axes.models import AccessAttempt
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import QuerySet
@@ -25,8 +26,28 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
 
 
+class MembershipForm(forms.ModelForm):
+    """An existing membership's person is fixed: handing the row to someone else would let the
+    first person's keys act through it (they die, ApiKey.state_at, but silently). Remove the row
+    and add one instead. New rows still choose their person.
+
+    Per row rather than the inline's get_readonly_fields(obj): there `obj` is the team, so it would
+    also fix the person of the rows added to an existing team.
+    """
+
+    class Meta:
+        model = Membership
+        fields = ["user", "role"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None and "user" in self.fields:
+            self.fields["user"].disabled = True  # a posted value is ignored; the stored one stays
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
+    form = MembershipForm
     extra = 0
     autocomplete_fields = ["user"]
 

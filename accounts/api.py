@@ -17,16 +17,17 @@ from rest_framework.views import APIView
 
 from accounts.models import ApiKey, User
 from accounts.permissions import IsTeamMember, SessionOnly, request_team
+from accounts.quotas import QuotaExceeded
 from accounts.selectors import api_key_for_team, api_key_list_for_team
 from accounts.services import (
     API_KEY_NAME_MAX,
-    ApiKeyLimitReached,
     ApiKeyPermissionDenied,
     api_key_create,
     api_key_revoke,
 )
 from config.pagination import BoundedLimitOffsetPagination
 from config.schema import error_responses
+from config.serializers import StrictSerializer
 
 _SESSION_ONLY = (
     "Needs a signed-in browser session (with its CSRF token); a request made with an API key is "
@@ -63,19 +64,12 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
         read_only_fields = fields
 
 
-class ApiKeyCreateSerializer(serializers.Serializer):
+class ApiKeyCreateSerializer(StrictSerializer):
+    """Strict: a misspelt `expire_at` must not silently make a key that never expires, nor a
+    number pass for a name."""
+
     name = serializers.CharField(max_length=API_KEY_NAME_MAX)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text="In the future; none: never.")
-
-    refuses_unknown_fields = True  # the schema says so (config/schema.py)
-
-    def to_internal_value(self, data: Any) -> Any:
-        # A misspelt `expire_at` must not silently make a key that never expires.
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
 
 
 class ApiKeyListCreateView(generics.ListAPIView):
@@ -102,7 +96,7 @@ class ApiKeyListCreateView(generics.ListAPIView):
         request=ApiKeyCreateSerializer,
         responses={
             201: ApiKeyCreatedSerializer,
-            **error_responses(_KEY_REFUSED, (ApiKeyLimitReached, "the team holds API_KEYS_PER_TEAM live keys")),
+            **error_responses(_KEY_REFUSED, (QuotaExceeded, "the team holds API_KEYS_PER_TEAM live keys")),
         },
     )
     def post(self, request: Request) -> Response:

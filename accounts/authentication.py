@@ -38,7 +38,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         parts = raw_key.split("_")
         if len(parts) < 3 or parts[0] != "atl":
             raise exceptions.AuthenticationFailed("The API key is malformed.")
-        api_key = ApiKey.objects.select_related("team", "created_by").filter(prefix=parts[1]).first()
+        api_key = ApiKey.objects.select_related("team", "created_by", "membership").filter(prefix=parts[1]).first()
         if api_key is None or not hmac.compare_digest(api_key.key_hash, api_key_hash(raw_key)):
             raise exceptions.AuthenticationFailed("The API key is not valid.")
         now = timezone.now()

@@ -4,28 +4,21 @@ from collections.abc import Iterator
 from typing import Any
 
 from django import forms
-from django.contrib.auth.forms import AuthenticationForm, BaseUserCreationForm, PasswordResetForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import ValidationError
 
-from accounts.models import User
 
-
-class SignupForm(BaseUserCreationForm):
-    """Email and a password typed twice; Django's password validators apply.
+class SignupForm(forms.Form):
+    """Only the email: whoever opens the link mailed to it chooses the password (the verification
+    page), so nobody can set a password on an address they do not control.
 
     It never says whether the email is registered (the mail does): a registered email passes.
     """
 
-    class Meta:
-        model = User
-        fields = ("email",)
+    email = forms.EmailField(max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
 
     def clean_email(self) -> str:
         return self.cleaned_data["email"].strip().lower()
-
-    def validate_unique(self) -> None:
-        # A registered email is no error here: the sign-up answers as for a new one.
-        pass
 
 
 class LoginForm(AuthenticationForm):
@@ -42,11 +35,8 @@ class LoginForm(AuthenticationForm):
             )
 
 
-class ResendVerificationForm(forms.Form):
-    email = forms.EmailField(max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"}))
-
-    def clean_email(self) -> str:
-        return self.cleaned_data["email"].strip().lower()
+class ResendVerificationForm(SignupForm):
+    """The email of an account waiting for verification; it gets a new link."""
 
 
 class VerifiedPasswordResetForm(PasswordResetForm):

@@ -21,6 +21,8 @@ from django.shortcuts import render
 from django.utils import timezone
 from rest_framework.throttling import BaseThrottle
 
+# How much of an IPv6 address is one client: the /64 a subscriber or host is usually given.
+IPV6_CLIENT_PREFIX = 64
 # AccessAttempt.username holds at most this many characters.
 USERNAME_MAX_LENGTH = 255
 
@@ -44,15 +46,25 @@ def client_address(request: HttpRequest) -> str | None:
     """The client's address, read as DRF's throttles read it: REST_FRAMEWORK NUM_PROXIES (from
     TRUSTED_PROXY_COUNT) hops from the right of X-Forwarded-For, or REMOTE_ADDR without proxies.
 
-    Something that is not an address (a forged header when more proxies are trusted than there
-    are) falls back to REMOTE_ADDR: axes stores the address in an address column.
+    An IPv6 client is its /64 network, given as the network's address ("2001:db8:1:2::"): one
+    subscriber or host usually holds a whole /64, and rotating addresses inside it must not escape
+    the sign-up limit or the lockout. An IPv4 address is itself. Something that is not an address
+    (a forged header when more proxies are trusted than there are) falls back to REMOTE_ADDR:
+    axes stores the result in an address column, which a network address fits.
     """
     # get_ident reads only headers and META, which a Django request has as DRF's does.
     ident = BaseThrottle().get_ident(request) or ""  # type: ignore[arg-type]
-    try:
-        return str(ipaddress.ip_address(ident.strip()))
-    except ValueError:
-        return request.META.get("REMOTE_ADDR") or None
+    for candidate in (ident, request.META.get("REMOTE_ADDR") or ""):
+        try:
+            address = ipaddress.ip_address(candidate.strip())
+        except ValueError:
+            continue
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:  # ::ffff:192.0.2.1 is that IPv4 client
+                return str(address.ipv4_mapped)
+            return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False).network_address)
+        return str(address)
+    return None
 
 
 def login_username(request: HttpRequest, credentials: dict[str, Any] | None = None) -> str | None:
@@ -109,3 +121,12 @@ def lockout_response(
     )
     response["Retry-After"] = str(seconds)
     return response
+
+
+def lockout_lift_for_account(user: Any) -> int:
+    """Forget the failed logins against `user`'s account: they just proved they read its mail by
+    setting a new password through the reset link. Axes keeps one row per account and address,
+    so those failures no longer count against the addresses they came from either."""
+    from axes.utils import reset
+
+    return reset(username=user.email.lower())

@@ -6,7 +6,7 @@ from typing import ClassVar
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 
@@ -96,7 +96,8 @@ class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
     def live(self, now: datetime | None = None) -> ApiKeyQuerySet:
         """Keys whose `state` is live, in SQL (the per-team limit counts them): keep the two alike."""
         now = now or timezone.now()
-        return self.filter(revoked_at__isnull=True, membership__isnull=False).filter(
+        # The membership's user is the key's creator: this also excludes no membership.
+        return self.filter(revoked_at__isnull=True, membership__user_id=F("created_by_id")).filter(
             Q(expires_at__isnull=True) | Q(expires_at__gt=now)
         )
 
@@ -149,11 +150,14 @@ class ApiKey(models.Model):
         authenticator, the keys page and API, and the admin read it (`live()` is its SQL twin).
 
         Revoked wins over the rest (a person ended it); a removed member's key is dead for good
-        (its membership is gone, even if they join again); an expired key is dead by its date.
+        (its membership is gone, even if they join again), and so is a key whose membership is no
+        longer its creator's (an operator changed the membership's user: the key must not act
+        for someone else); an expired key is dead by its date. Load `membership` with the key
+        (select_related) where many keys are read.
         """
         if self.revoked_at is not None:
             return self.State.REVOKED
-        if self.membership_id is None:
+        if self.membership_id is None or self.membership is None or self.membership.user_id != self.created_by_id:
             return self.State.MEMBER_REMOVED
         if self.expires_at is not None and self.expires_at <= now:
             return self.State.EXPIRED
@@ -167,6 +171,6 @@ class ApiKey(models.Model):
     def is_live(self) -> bool:
         return self.state is self.State.LIVE
 
-    def revocable_by(self, *, user_id: int, role: str | None) -> bool:
+    def revocable_by(self, *, user_id: int, role: Membership.Role | None) -> bool:
         """A person revokes their own keys; an owner of the team revokes anyone's in it."""
         return role == Membership.Role.OWNER or (self.created_by_id is not None and self.created_by_id == user_id)

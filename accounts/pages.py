@@ -82,7 +82,7 @@ def keys_page(request: HttpRequest) -> HttpResponse:
                     name=form.cleaned_data["name"],
                     expires_at=form.expires_at(timezone.now()),
                 )
-            except ServiceError as error:  # over the team's limit, a name of spaces only
+            except ServiceError as error:  # over the team's limit (the form already needs a name)
                 form.add_error(None, error.message)
                 status = error.status_code
             else:

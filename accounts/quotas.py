@@ -1,7 +1,8 @@
-"""What one team may hold at once: active jobs, uploads, studio tabs, the size of a draft.
+"""What one team may hold at once: active jobs, uploads, studio tabs, the size of a draft, live
+API keys.
 
-Each quota has a default in settings (`QUOTA_*`) and a per-team override on `Team`
-(`quota_*`, set in the admin; empty means the default). Services check a quota before they
+Each quota has a default in settings (`QUOTA_*`, API_KEYS_PER_TEAM) and most a per-team override
+on `Team` (`quota_*`, set in the admin; empty means the default). Services check a quota before they
 store anything and raise `QuotaExceeded`, which the API answers in its error shape and the
 pages show as a message.
 """
@@ -23,12 +24,13 @@ class Quota(StrEnum):
     UPLOAD_MB = "upload_mb"  # their bytes, in MB
     STUDIO_TABS = "studio_tabs"  # open studio tabs of one person in the team
     DRAFT_KB = "draft_kb"  # one studio tab's saved draft, in KB
+    API_KEYS = "api_keys"  # live API keys of the team
 
 
 @dataclass(frozen=True)
 class _QuotaSpec:
     setting: str  # the default, in settings
-    team_field: str  # the per-team override on Team
+    team_field: str | None  # the per-team override on Team; None: the setting for every team
     describe: str  # "{limit} active jobs": how a person reads the limit
 
 
@@ -38,6 +40,8 @@ _SPECS: dict[Quota, _QuotaSpec] = {
     Quota.UPLOAD_MB: _QuotaSpec("QUOTA_UPLOAD_MB", "quota_upload_mb", "{limit} MB of uploaded images"),
     Quota.STUDIO_TABS: _QuotaSpec("QUOTA_STUDIO_TABS", "quota_studio_tabs", "{limit} studio tabs per person"),
     Quota.DRAFT_KB: _QuotaSpec("QUOTA_DRAFT_KB", "quota_draft_kb", "{limit} KB per studio draft"),
+    # No override: a team needing more keys than the default is rare enough for the setting.
+    Quota.API_KEYS: _QuotaSpec("API_KEYS_PER_TEAM", None, "{limit} live API keys"),
 }
 
 
@@ -61,7 +65,7 @@ class QuotaExceeded(ServiceError):
 def team_quota(team: Team, quota: Quota) -> int:
     """The limit that applies to `team`: its own override, else the setting."""
     spec = _SPECS[quota]
-    override = getattr(team, spec.team_field)
+    override = getattr(team, spec.team_field) if spec.team_field is not None else None
     return int(override) if override is not None else int(getattr(settings, spec.setting))
 
 
@@ -78,4 +82,5 @@ def quota_overrides() -> dict[str, str]:
     return {
         spec.team_field: f"{spec.setting}: {spec.describe.format(limit=getattr(settings, spec.setting))}"
         for spec in _SPECS.values()
+        if spec.team_field is not None
     }

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import ApiKey, Membership, Team, User
+from accounts.quotas import Quota, quota_check
 from accounts.selectors import membership_role
 from config.errors import ServiceError, ValidationFailed
 from credits.models import CreditAccount
@@ -47,36 +47,40 @@ def user_create(
     return user
 
 
-def user_signup(*, email: str, password: str) -> User:
+def user_signup(*, email: str) -> User:
     """The account a sign-up is for: a new, unverified user (no credits yet) with their personal
-    team, or the user already registered with that email, left as it is (password included).
+    team, or the user already registered with that email, left as it is.
 
-    Either way the caller sends one mail (accounts/mails.py: signup_mail_send), and the page
-    answers the same, so the page never tells whether an email is registered.
+    A new account has no usable password: whoever opens the link mailed to the address chooses
+    it (user_email_verify), so signing up someone else's address gives the signer nothing (no
+    password of theirs waits in the account for its owner to verify). Either way the caller sends
+    one mail (accounts/mails.py: signup_mail_send), and the page answers the same, so the page
+    never tells whether an email is registered.
     """
     existing = User.objects.filter(email__iexact=email).first()
-    if existing is None:
-        try:
-            with transaction.atomic():
-                return user_create(email=email, password=password, verified=False)
-        except IntegrityError:
-            # The same email signed up at the same moment: the other request made the account.
-            existing = User.objects.get(email__iexact=email)
-    # Hash the password anyway, as making an account does, so the answer takes as long either way.
-    make_password(password)
-    return existing
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic():
+            return user_create(email=email, password=None, verified=False)
+    except IntegrityError:
+        # The same email signed up at the same moment: the other request made the account.
+        return User.objects.get(email__iexact=email)
 
 
-def user_email_verify(*, user: User) -> bool:
-    """Mark the user's email verified and grant the welcome credits, once; True if this call did.
+def user_email_verify(*, user: User, password: str) -> bool:
+    """Mark the user's email verified with the password its owner chose, and grant the welcome
+    credits, once; True if this call did (False: already verified, or the account is inactive).
 
-    1. Claim the verification with a conditional update: of two clicks at once, one wins.
+    1. Claim the verification with a conditional update that also sets the password: of two
+       clicks at once, one wins, and only the winner's password is stored.
     2. Grant SIGNUP_CREDITS (none when 0) under an idempotency key of its own, in the same
        transaction, so the credits come exactly once with the verification.
     """
+    user.set_password(password)
     with transaction.atomic():
-        claimed = User.objects.filter(id=user.id, email_verified_at__isnull=True).update(
-            email_verified_at=timezone.now()
+        claimed = User.objects.filter(id=user.id, email_verified_at__isnull=True, is_active=True).update(
+            email_verified_at=timezone.now(), password=user.password
         )
         if claimed and settings.SIGNUP_CREDITS:
             credits_grant(
@@ -86,7 +90,7 @@ def user_email_verify(*, user: User) -> bool:
                 actor=None,
                 memo="Welcome credits",
             )
-    user.refresh_from_db(fields=["email_verified_at"])
+    user.refresh_from_db(fields=["email_verified_at", "password", "is_active"])
     return bool(claimed)
 
 
@@ -109,19 +113,6 @@ class IssuedApiKey:
     raw_key: str  # shown once, never stored
 
 
-class ApiKeyLimitReached(ServiceError):
-    """The team holds API_KEYS_PER_TEAM live keys; in the quota errors' shape, nothing stored."""
-
-    status_code = 409
-    code = "QUOTA_EXCEEDED"
-
-    def __init__(self, *, limit: int, used: int) -> None:
-        super().__init__(
-            f"Your team's quota of {limit} live API keys is reached; revoke one you no longer use.",
-            details={"quota": "api_keys", "limit": limit, "used": used},
-        )
-
-
 class ApiKeyPermissionDenied(ServiceError):
     status_code = 403
     code = "PERMISSION_DENIED"
@@ -131,9 +122,11 @@ class ApiKeyPermissionDenied(ServiceError):
 def api_key_create(*, team: Team, created_by: User, name: str = "", expires_at: datetime | None = None) -> IssuedApiKey:
     """Issue a key that acts for its creator in `team` through their membership.
 
-    1. Validate: a name of at most API_KEY_NAME_MAX characters, an expiry (if any) in the future.
+    1. Validate: a name of at most API_KEY_NAME_MAX characters, its surrounding spaces dropped
+       (blank is allowed here, the key is then told apart by its prefix; the page and the API ask
+       people for one), and an expiry (if any) in the future.
     2. Lock the team row, so two creations at once cannot both pass the limit, and refuse a
-       key over API_KEYS_PER_TEAM live ones.
+       key over the team's Quota.API_KEYS (API_KEYS_PER_TEAM) live ones: QuotaExceeded.
     3. Store the key's hash; the raw key is returned once and never stored.
     """
     name = name.strip()
@@ -142,13 +135,14 @@ def api_key_create(*, team: Team, created_by: User, name: str = "", expires_at: 
     now = timezone.now()
     if expires_at is not None and expires_at <= now:
         raise ValidationFailed({"expires_at": ["Must be in the future."]})
-    Team.objects.select_for_update().filter(id=team.id).first()
+    # no_key: a plain FOR UPDATE would also block inserts of rows pointing at the team, as the
+    # other team locks avoid.
+    Team.objects.select_for_update(no_key=True).filter(id=team.id).first()
     membership = Membership.objects.filter(team=team, user=created_by).first()
     if membership is None:
         raise ApiKeyPermissionDenied("Only a member of the team can make a key for it.")
     live = ApiKey.objects.filter(team=team).live(now).count()
-    if live >= settings.API_KEYS_PER_TEAM:
-        raise ApiKeyLimitReached(limit=settings.API_KEYS_PER_TEAM, used=live)
+    quota_check(team, Quota.API_KEYS, used=live)
     prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
     raw_key = f"atl_{prefix}_{secrets.token_urlsafe(API_KEY_SECRET_BYTES)}"
     api_key = ApiKey.objects.create(

@@ -4,28 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
-
 from accounts.lockout import client_address
-from config.throttles import FailOpenRateThrottle, throttles_wait
+from config.throttles import RateScope, ScopedRateThrottle, throttles_wait
 
 
-class SignupRateThrottle(FailOpenRateThrottle):
-    """RATE_LIMIT_SIGNUP per client address, shared by the pages that send mail: each sign-up
-    may create an account and every one sends a mail, so a script from one address can neither
-    mint accounts nor flood someone's inbox."""
+class PerAddressRateThrottle(ScopedRateThrottle):
+    """RATE_LIMIT_<SCOPE> per client address: the address the login lockout counts
+    (TRUSTED_PROXY_COUNT; an IPv6 client by its /64), for pages anyone may use signed out."""
 
-    scope = "signup"
-
-    def get_rate(self) -> str:
-        # Read when the throttle is made (for each request), so a changed setting applies at once.
-        return settings.RATE_LIMIT_SIGNUP
-
-    def get_cache_key(self, request: Any, view: Any) -> str:
-        # The same address the login lockout counts (TRUSTED_PROXY_COUNT).
-        return self.cache_format % {"scope": self.scope, "ident": client_address(request)}
+    def identity(self, request: Any) -> str | None:
+        # No usable address at all still shares one counter rather than escaping the limit.
+        return client_address(request) or "unknown"
 
 
 def signup_throttle_wait(request: Any) -> int | None:
-    """None when the request may go on (and is counted); else the seconds to wait."""
-    return throttles_wait(request, [SignupRateThrottle()])
+    """RATE_LIMIT_SIGNUP per client address, shared by the pages that send mail: each sign-up may
+    create an account and every one sends a mail, so a script from one address can neither mint
+    accounts nor flood someone's inbox. None when the request may go on (and is counted); else
+    the seconds to wait."""
+    return throttles_wait(request, [PerAddressRateThrottle(RateScope.SIGNUP)])

@@ -12,8 +12,9 @@ from accounts.models import User
 
 class EmailVerificationTokenGenerator(PasswordResetTokenGenerator):
     """Django's signed, timestamped password-reset token with a salt of its own (a reset link is
-    no verification link, nor the reverse) and a hash of what verifying changes: once the email
-    is verified, the link no longer works. It expires after PASSWORD_RESET_TIMEOUT (3 days)."""
+    no verification link, nor the reverse) and a hash of what verifying changes (the verification
+    time and the password chosen with it): once the email is verified and the password set, the
+    link no longer works. It expires after PASSWORD_RESET_TIMEOUT (3 days)."""
 
     key_salt = "accounts.tokens.EmailVerificationTokenGenerator"
 
@@ -22,7 +23,7 @@ class EmailVerificationTokenGenerator(PasswordResetTokenGenerator):
         # Microseconds dropped as Django's own token drops them from last_login: some databases
         # store fewer digits than Python holds.
         verified = "" if verified_at is None else verified_at.replace(microsecond=0, tzinfo=None)
-        return f"{user.pk}{getattr(user, 'email', '')}{verified}{timestamp}"
+        return f"{user.pk}{user.password}{getattr(user, 'email', '')}{verified}{timestamp}"
 
 
 email_verification_token = EmailVerificationTokenGenerator()

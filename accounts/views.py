@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import SetPasswordForm
 from django.forms import BaseForm
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -16,6 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.forms import LoginForm, ResendVerificationForm, SignupForm, VerifiedPasswordResetForm
+from accounts.lockout import lockout_lift_for_account
 from accounts.mails import signup_mail_resend, signup_mail_send
 from accounts.models import Team, User
 from accounts.services import user_email_verify, user_signup
@@ -24,6 +26,7 @@ from accounts.throttles import signup_throttle_wait
 from accounts.tokens import email_verification_token, user_from_uidb64
 
 PASSWORD_RESET_TEMPLATE = "registration/password_reset_form.html"
+VERIFY_TEMPLATE = "registration/verify_email.html"
 
 
 def _rate_limited(request: HttpRequest, template: str, context: dict[str, Any], wait_seconds: int) -> HttpResponse:
@@ -55,12 +58,13 @@ def _mail_form_page(
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    """Sign up: a new email gets an unverified account and a link; a registered one, a mail saying so."""
+    """Sign up with an email only: a new email gets an unverified account without a password and a
+    link to choose one; an unverified one, a new link; a verified one, a mail saying it exists."""
     if request.user.is_authenticated:
         return redirect("studio")
 
     def send(data: dict[str, Any]) -> None:
-        user = user_signup(email=data["email"], password=data["password1"])
+        user = user_signup(email=data["email"])
         signup_mail_send(user=user, request=request)
 
     return _mail_form_page(request, form_class=SignupForm, template="registration/signup.html", send=send)
@@ -79,17 +83,29 @@ def verify_resend(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def verify_email(request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
-    """The link mailed at sign-up. Opening it (GET) changes nothing: a mail scanner that follows
-    links must not use it up nor be logged in. The page's button (POST) verifies the email,
-    grants the welcome credits once, logs the person in and opens the studio."""
+    """The link mailed at sign-up: whoever holds it controls the inbox, and chooses the password.
+
+    Opening it (GET) changes nothing: a mail scanner that follows links must not use it up nor be
+    logged in. Its form (POST) sets the password (Django's validators apply), verifies the email,
+    grants the welcome credits once, logs the person in and opens the studio. An inactive
+    account's link does not work.
+    """
     user = user_from_uidb64(uidb64)
-    if user is None or not email_verification_token.check_token(user, token):
-        return render(request, "registration/verify_email.html", {"validlink": False})
-    if request.method == "GET":
-        return render(request, "registration/verify_email.html", {"validlink": True, "email": user.email})
-    verified_now = user_email_verify(user=user)
+    if user is None or not user.is_active or not email_verification_token.check_token(user, token):
+        return render(request, VERIFY_TEMPLATE, {"validlink": False})
+    form = SetPasswordForm(user, request.POST if request.method == "POST" else None)
+    if not form.is_valid():
+        return render(
+            request,
+            VERIFY_TEMPLATE,
+            {"validlink": True, "email": user.email, "form": form},
+            status=400 if form.errors else 200,
+        )
+    if not user_email_verify(user=user, password=form.cleaned_data["new_password1"]):
+        # Another click verified it first (or the account was deactivated meanwhile).
+        return render(request, VERIFY_TEMPLATE, {"validlink": False})
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-    if verified_now and settings.SIGNUP_CREDITS:
+    if settings.SIGNUP_CREDITS:
         messages.success(
             request, f"Your email is confirmed. Welcome to Atelier: {settings.SIGNUP_CREDITS} credits to start with."
         )
@@ -120,6 +136,16 @@ class PasswordResetView(auth_views.PasswordResetView):
             form = self.form_class(initial={"email": request.POST.get("email", "")})
             return _rate_limited(request, PASSWORD_RESET_TEMPLATE, self.get_context_data(form=form), wait)
         return super().post(request, *args, **kwargs)
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """Django's reset link. Setting a new password through it lifts the account's lockout, so
+    "reset your password meanwhile" on the lockout page is true."""
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        lockout_lift_for_account(form.user)
+        return response
 
 
 @login_required

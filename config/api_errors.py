@@ -12,7 +12,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from config.errors import RequestTooLarge, ServiceError
+from config.errors import RequestTooLarge, ServerBusy, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
             # Links in details (`top_up_url`) are given as paths; the client gets them absolute.
             if key.endswith("_url") and isinstance(value, str) and value.startswith("/") and request is not None:
                 details[key] = request.build_absolute_uri(value)
-        return Response(error_body(exc.code, exc.message, details), status=exc.status_code)
+        # A busy server says when to come back, as a throttle does.
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ServerBusy) else None
+        return Response(error_body(exc.code, exc.message, details), status=exc.status_code, headers=headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -34,3 +34,15 @@ class RequestTooLarge(ServiceError):
     def __init__(self, *, limit_bytes: int) -> None:
         size = f"{limit_bytes // 1024} KB" if limit_bytes < 1024 * 1024 else f"{limit_bytes // (1024 * 1024)} MB"
         super().__init__(f"The request body is larger than {size}.", details={"limit_bytes": limit_bytes})
+
+
+class ServerBusy(ServiceError):
+    """The server has no room for the work now (memory for decoding an upload, say); nothing was
+    done. `retry_after` seconds: the API sends it as Retry-After."""
+
+    status_code = 503
+    code = "SERVER_BUSY"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, details={"wait": retry_after})
+        self.retry_after = retry_after

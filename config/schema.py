@@ -16,7 +16,7 @@ A view that sets `pagination_class` gets its list documented inside the paginato
 (`count`, `next`, `previous`, `results`) and its `limit` and `offset` parameters.
 A view declares the errors only it can give with `error_responses(InsufficientCredits, ...)`,
 from the very `ServiceError` classes its services raise, so their codes cannot drift.
-A request serializer with `refuses_unknown_fields = True` (generation/api/serializers.py's
+A request serializer with `refuses_unknown_fields = True` (config/serializers.py's
 StrictSerializer) is marked `additionalProperties: false`, as the API refuses a field it does not know.
 """
 

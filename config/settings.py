@@ -8,7 +8,6 @@ One URL variable switches each server on (`DATABASE_URL`, `CELERY_BROKER_URL`, `
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -377,6 +376,11 @@ JOB_MEMORY_CEILING_MB = env_int("JOB_MEMORY_CEILING_MB", UPLOAD_MAX_DECODED_MB +
 # waits for its share. Sized for a 2 GB worker of 16 threads: 16 jobs at work (about 60 MB each
 # besides their decodes) and the process itself leave room for two of the largest decodes.
 WORKER_DECODE_BUDGET_MB = env_int("WORKER_DECODE_BUDGET_MB", 512, minimum=16)
+# What one web process may spend at once on decoding uploads (each is decoded once, to check it):
+# every gunicorn thread could otherwise decode an upload of UPLOAD_MAX_DECODED_MB at the same
+# moment. 384 MB lets three of the largest decode together; an upload that finds no room within
+# a few seconds is answered 503 SERVER_BUSY with Retry-After, and nothing is stored.
+WEB_DECODE_BUDGET_MB = env_int("WEB_DECODE_BUDGET_MB", 384, minimum=16)
 # One storage write (an image, a zip) and one broker publish.
 STORAGE_TIMEOUT_SECONDS = env_float("STORAGE_TIMEOUT_SECONDS", 30.0, minimum=0.5)
 PUBLISH_TIMEOUT_SECONDS = env_float("PUBLISH_TIMEOUT_SECONDS", 1.0, minimum=0.1)
@@ -417,11 +421,7 @@ PROVIDER_OPERATION_TIMEOUT_SECONDS = env_float("PROVIDER_OPERATION_TIMEOUT_SECON
 SIGNUP_CREDITS = env_int("SIGNUP_CREDITS", 100 if DEBUG else 0, minimum=0)
 # Sign-ups, verification resends and password resets from one client address, as a DRF rate
 # ("10/hour"): each sends a mail, so a script can neither mint accounts nor flood an inbox.
-RATE_LIMIT_SIGNUP = env_str("RATE_LIMIT_SIGNUP", "10/hour")
-if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", RATE_LIMIT_SIGNUP):
-    raise ImproperlyConfigured(
-        f"Environment variable RATE_LIMIT_SIGNUP must read like 10/hour, not {RATE_LIMIT_SIGNUP!r}."
-    )
+RATE_LIMIT_SIGNUP = env_rate("RATE_LIMIT_SIGNUP", "10/hour")
 # A verification link (accounts/tokens.py) lives as long as a password-reset link:
 # PASSWORD_RESET_TIMEOUT, Django's default of 3 days.
 

@@ -37,6 +37,7 @@ class RateScope(StrEnum):
     ESTIMATE = "estimate"
     UPLOAD = "upload"
     API = "api"  # every other request
+    SIGNUP = "signup"  # sign-ups, new verification links, password resets: each sends a mail
 
 
 def view_rate_scope(request: Any, view: Any) -> RateScope:
@@ -46,11 +47,12 @@ def view_rate_scope(request: Any, view: Any) -> RateScope:
     return RateScope(scopes.get(request.method, RateScope.API))
 
 
-class _ScopedRateThrottle(FailOpenRateThrottle):
+class ScopedRateThrottle(FailOpenRateThrottle):
     """A rate per scope, read from settings on each request (so a changed setting, or a test's,
     applies at once: SimpleRateThrottle's THROTTLE_RATES is fixed when DRF is imported).
 
-    API views declare their scopes (view_rate_scope); a Django view passes its scope in.
+    API views declare their scopes (view_rate_scope); a Django view passes its scope in. A
+    subclass says whose requests are counted together (`identity`).
     """
 
     def __init__(self, scope: RateScope | None = None) -> None:
@@ -99,7 +101,7 @@ def _signed_in_user_id(request: Any) -> Any:
     return user.pk if user is not None and user.is_authenticated else None
 
 
-class PerKeyRateThrottle(_ScopedRateThrottle):
+class PerKeyRateThrottle(ScopedRateThrottle):
     """RATE_LIMIT_<SCOPE> per API key (`key:<ApiKey.id>`), or per person for a browser session
     (`user:<id>`)."""
 
@@ -112,7 +114,7 @@ class PerKeyRateThrottle(_ScopedRateThrottle):
         return f"user:{user_id}" if user_id is not None else None
 
 
-class PerUserRateThrottle(_ScopedRateThrottle):
+class PerUserRateThrottle(ScopedRateThrottle):
     """RATE_LIMIT_USER_FACTOR times RATE_LIMIT_<SCOPE> per person, across all their keys and
     sessions: making more keys does not multiply what one person may send."""
 

@@ -101,6 +101,10 @@ class GenerationJobAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # A job is part of the ledger's history (its entries protect it): cancel it, never delete it.
+        return False
+
     @admin.display(description="progress")
     def progress(self, job: GenerationJob) -> str:
         return f"{job.completed_outputs} / {job.total_outputs}"

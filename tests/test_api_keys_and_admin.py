@@ -298,18 +298,48 @@ def test_a_key_whose_membership_went_without_the_service_is_dead_and_says_why(al
     assert ApiKey.objects.get(created_by=bob.user).state is ApiKey.State.MEMBER_REMOVED
 
 
-def test_live_keys_in_sql_are_the_keys_whose_state_is_live(alice, bob):
+def test_an_operator_cannot_hand_an_existing_membership_to_someone_else_in_the_admin(alice, bob, charlie):
+    operator = superuser_client()
+    url = f"/admin/accounts/team/{alice.team.id}/change/"
+    form = admin_change_form(operator.get(url))
+    membership = Membership.objects.get(team=alice.team, user=bob.user)
+    (prefix,) = {
+        name.rsplit("-", 1)[0] for name, value in form.items() if name.endswith("-id") and value == membership.id
+    }
+    response = operator.post(url, form | {f"{prefix}-user": charlie.user.id})
+    assert response.status_code == 302
+    membership.refresh_from_db()
+    assert membership.user == bob.user and bob.client.get(JOBS).status_code == 200
+    assert not Membership.objects.filter(team=alice.team, user=charlie.user).exists()
+
+
+def test_a_key_whose_membership_now_names_someone_else_is_dead(alice, bob, charlie):
+    """Whatever changed the membership's user (a shell, an old admin), the key does not act for them."""
+    key = ApiKey.objects.get(team=alice.team, created_by=bob.user)
+    Membership.objects.filter(team=alice.team, user=bob.user).update(user=charlie.user)
+    response = bob.client.get(JOBS)
+    assert response.status_code == 401 and "no longer a member" in response.json()["error"]["message"]
+    key.refresh_from_db()
+    assert key.state is ApiKey.State.MEMBER_REMOVED
+    assert not ApiKey.objects.filter(id=key.id).live().exists()
+
+
+def test_live_keys_in_sql_are_the_keys_whose_state_is_live(alice, bob, charlie):
     now = timezone.now()
     expired = api_key_create(team=alice.team, created_by=alice.user, name="expired").api_key
     ApiKey.objects.filter(id=expired.id).update(expires_at=now - timedelta(seconds=1))
     later = api_key_create(team=alice.team, created_by=alice.user, expires_at=now + timedelta(days=1)).api_key
     revoked = api_key_revoke(api_key=api_key_create(team=alice.team, created_by=alice.user).api_key, by=None)
+    moved = api_key_create(team=alice.team, created_by=alice.user, name="moved").api_key
+    # Its membership now names someone else (changed outside the admin, which forbids it).
+    ApiKey.objects.filter(id=moved.id).update(membership=membership_ensure(team=alice.team, user=charlie.user))
     _remove_with_the_service(alice.team, bob.user)
     keys = list(ApiKey.objects.filter(team=alice.team))
     states = {key.id: key.state_at(now) for key in keys}
     assert states[expired.id] is ApiKey.State.EXPIRED
     assert states[later.id] is ApiKey.State.LIVE
     assert states[revoked.id] is ApiKey.State.REVOKED
+    assert states[moved.id] is ApiKey.State.MEMBER_REMOVED
     live_in_sql = set(ApiKey.objects.filter(team=alice.team).live(now).values_list("id", flat=True))
     assert live_in_sql == {key_id for key_id, state in states.items() if state is ApiKey.State.LIVE}
 
@@ -419,7 +449,13 @@ def test_expiry_must_be_in_the_future_and_an_expired_key_is_401(alice):
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"name": "x" * 121}, "name"), ({}, "name"), ({"name": "x", "expire_at": "2099-01-01T00:00:00Z"}, "expire_at")],
+    [
+        ({"name": "x" * 121}, "name"),
+        ({}, "name"),
+        ({"name": "x", "expire_at": "2099-01-01T00:00:00Z"}, "expire_at"),
+        ({"name": 5}, "name"),  # a number is no name (DRF alone would take it as "5")
+        ({"name": "x", "expires_at": 4102444800}, "expires_at"),
+    ],
 )
 def test_a_bad_key_request_names_the_field_and_creates_nothing(alice, body, field):
     response = session_api(alice).post(KEYS, body, format="json")

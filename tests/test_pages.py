@@ -257,14 +257,12 @@ def test_job_history_filters_by_status(alice, browser_of):
 def test_signup_makes_a_personal_team_without_credits_until_the_email_is_verified(settings, mailoutbox):
     settings.SIGNUP_CREDITS = 40
     client = Client()
-    response = client.post(
-        "/accounts/signup/",
-        {"email": "New@Example.com", "password1": "a-long-pass-phrase", "password2": "a-long-pass-phrase"},
-    )
+    response = client.post("/accounts/signup/", {"email": "New@Example.com"})
     assert response.status_code == 200
     assert "Check your inbox: we sent a link to <strong>new@example.com</strong>" in response.content.decode()
     user = User.objects.get(email="new@example.com")
     assert user.email_verified_at is None and user.personal_team.memberships.get().user == user
+    assert not user.has_usable_password()  # chosen on the verification page
     assert CreditAccount.objects.get(team=user.personal_team).available == 0  # credits come with verification
     assert client.get("/studio/")["Location"].startswith("/accounts/login/")  # not logged in
     assert [mail.to for mail in mailoutbox] == [["new@example.com"]]

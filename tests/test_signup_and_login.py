@@ -17,7 +17,7 @@ from django.db.models import F
 from django.test import Client
 
 from accounts.models import User
-from accounts.throttles import SignupRateThrottle
+from accounts.throttles import PerAddressRateThrottle
 from credits.models import CreditAccount, LedgerEntry
 from tests.factories import UserFactory
 from tests.processes import ROOT
@@ -34,12 +34,17 @@ PER_RESPONSE = re.compile(r'(name="csrfmiddlewaretoken" value="|"X-CSRFToken": "
 
 def client_at(address: str, **kwargs: object) -> Client:
     """A browser at `address`, whose sign-up budget is whole (the counter lives in Redis)."""
-    cache.delete(SignupRateThrottle.cache_format % {"scope": "signup", "ident": address})
+    cache.delete(PerAddressRateThrottle.cache_format % {"scope": "signup", "ident": address})
     return Client(REMOTE_ADDR=address, **kwargs)
 
 
-def sign_up(client: Client, email: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
-    return client.post("/accounts/signup/", {"email": email, "password1": password, "password2": password})
+def sign_up(client: Client, email: str):  # type: ignore[no-untyped-def]
+    return client.post("/accounts/signup/", {"email": email})
+
+
+def verify(client: Client, path: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+    """The verification page's form: the password chosen twice."""
+    return client.post(path, {"new_password1": password, "new_password2": password})
 
 
 def log_in(client: Client, email: str, password: str, path: str = "/accounts/login/"):  # type: ignore[no-untyped-def]
@@ -90,7 +95,7 @@ def test_the_rate_limit_counts_per_address_and_covers_new_link_and_password_rese
     assert sign_up(script, "one@example.com").status_code == 200
     assert script.post("/accounts/verify/resend/", {"email": "one@example.com"}).status_code == 200
     for path in ("/accounts/signup/", "/accounts/verify/resend/", "/accounts/password-reset/"):
-        refused = script.post(path, {"email": "one@example.com", "password1": PASSWORD, "password2": PASSWORD})
+        refused = script.post(path, {"email": "one@example.com"})
         assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
         assert "Try again in 60 minutes" in refused.content.decode()
     assert len(mailoutbox) == 2
@@ -98,9 +103,25 @@ def test_the_rate_limit_counts_per_address_and_covers_new_link_and_password_rese
     assert sign_up(client_at("198.51.100.22"), "two@example.com").status_code == 200
 
 
+def test_rotating_ipv6_addresses_inside_one_64_shares_one_signup_budget(settings, mailoutbox):
+    settings.RATE_LIMIT_SIGNUP = "3/hour"
+    cache.delete(PerAddressRateThrottle.cache_format % {"scope": "signup", "ident": "2001:db8:1:2::"})
+    answers = [
+        Client(REMOTE_ADDR=f"2001:db8:1:2:{n:x}::{n + 1:x}").post("/accounts/signup/", {"email": f"six{n}@example.com"})
+        for n in range(5)
+    ]
+    assert [answer.status_code for answer in answers] == [200] * 3 + [429] * 2
+    assert len(mailoutbox) == 3
+    # The next /64 is another client.
+    cache.delete(PerAddressRateThrottle.cache_format % {"scope": "signup", "ident": "2001:db8:1:3::"})
+    assert (
+        Client(REMOTE_ADDR="2001:db8:1:3::1").post("/accounts/signup/", {"email": "x@example.com"}).status_code == 200
+    )
+
+
 def test_a_signup_with_a_registered_email_answers_like_a_new_one_and_the_mail_says_which(alice, mailoutbox):
     new = sign_up(client_at("198.51.100.23"), "newcomer@example.com")
-    registered = sign_up(client_at("198.51.100.24"), "Alice@Example.com", password="another-pass-phrase")
+    registered = sign_up(client_at("198.51.100.24"), "Alice@Example.com")
     assert new.status_code == registered.status_code == 200
     assert page_text(new, "newcomer@example.com") == page_text(registered, "alice@example.com")
     assert "Check your inbox: we sent a link to <strong>alice@example.com</strong>" in registered.content.decode()
@@ -117,16 +138,74 @@ def test_a_signup_with_a_registered_email_answers_like_a_new_one_and_the_mail_sa
     assert User.objects.filter(email__iexact="alice@example.com").count() == 1
 
 
-def test_signing_up_again_before_verifying_mails_a_new_link_and_keeps_the_password(mailoutbox):
+def test_signing_up_again_before_verifying_mails_a_new_link(mailoutbox):
     browser = client_at("198.51.100.25")
     sign_up(browser, "later@example.com")
-    again = sign_up(browser, "later@example.com", password="a-different-phrase")
+    again = sign_up(browser, "later@example.com")
     assert again.status_code == 200
     user = User.objects.get(email="later@example.com")
-    assert user.check_password(PASSWORD) and User.objects.filter(email="later@example.com").count() == 1
+    assert not user.has_usable_password() and User.objects.filter(email="later@example.com").count() == 1
     assert [mail.to for mail in mailoutbox] == [["later@example.com"]] * 2
-    browser.post(verify_path(mailoutbox[1]))
+    verify(browser, verify_path(mailoutbox[1]))
     assert logged_in(browser)
+
+
+def test_signing_up_someone_elses_email_gives_the_signer_no_way_into_the_account(settings, mailoutbox):
+    """Account pre-takeover: the attacker signs up the victim's address first. The sign-up takes
+    no password, so the attacker never knows one; the victim chooses it from the link."""
+    settings.SIGNUP_CREDITS = 40
+    attacker = client_at("198.51.100.40")
+    assert sign_up(attacker, "victim@x.example").status_code == 200
+    page = attacker.get("/accounts/signup/").content.decode()
+    assert 'name="password1"' not in page and 'name="password"' not in page
+    user = User.objects.get(email="victim@x.example")
+    assert not user.has_usable_password() and user.email_verified_at is None
+
+    victim = client_at("198.51.100.41")
+    sign_up(victim, "victim@x.example")  # the victim signs up too, and gets a new link
+    assert User.objects.filter(email="victim@x.example").count() == 1
+    first_link, latest_link = (verify_path(mail) for mail in mailoutbox)
+    opened = victim.get(latest_link).content.decode()
+    assert "Confirm your email and choose your password" in opened and 'name="new_password1"' in opened
+    assert verify(victim, latest_link, "victims-own-phrase").status_code == 302 and logged_in(victim)
+
+    # Nothing the attacker could have typed logs in; the victim's password does.
+    for guess in (PASSWORD, "", "!"):
+        assert not logged_in(attacker) and log_in(attacker, "victim@x.example", guess).status_code == 200
+    assert log_in(client_at("198.51.100.42"), "victim@x.example", "victims-own-phrase").status_code == 302
+    # Once the password is set, no link of that account works any more, nor sets another one.
+    for link in (first_link, latest_link):
+        assert "This link does not work" in attacker.get(link).content.decode()
+        assert "expired or has already been used" in verify(attacker, link, "attackers-phrase").content.decode()
+    user.refresh_from_db()
+    assert user.check_password("victims-own-phrase") and not logged_in(attacker)
+    assert CreditAccount.objects.get(team=user.personal_team).available == 40  # granted once
+
+
+def test_the_verification_page_holds_the_password_to_djangos_validators(mailoutbox):
+    browser = client_at("198.51.100.43")
+    sign_up(browser, "weak@example.com")
+    link = verify_path(mailoutbox[0])
+    refused = browser.post(link, {"new_password1": "12345678", "new_password2": "12345678"})
+    assert refused.status_code == 400 and "This password is too common." in refused.content.decode()
+    mismatched = browser.post(link, {"new_password1": PASSWORD, "new_password2": PASSWORD + "x"})
+    assert mismatched.status_code == 400 and "The two password fields" in mismatched.content.decode()
+    user = User.objects.get(email="weak@example.com")
+    assert user.email_verified_at is None and not user.has_usable_password() and not logged_in(browser)
+    assert verify(browser, link).status_code == 302  # the link still works after a refused form
+
+
+def test_an_inactive_accounts_link_does_not_work(settings, mailoutbox):
+    settings.SIGNUP_CREDITS = 40
+    browser = client_at("198.51.100.44")
+    sign_up(browser, "banned@example.com")
+    User.objects.filter(email="banned@example.com").update(is_active=False)  # an operator deactivated it
+    link = verify_path(mailoutbox[0])
+    assert "This link does not work" in browser.get(link).content.decode()
+    assert "This link does not work" in verify(browser, link).content.decode()
+    user = User.objects.get(email="banned@example.com")
+    assert user.email_verified_at is None and not user.has_usable_password() and not logged_in(browser)
+    assert not LedgerEntry.objects.filter(account__team=user.personal_team).exists()
 
 
 def test_the_link_from_the_mail_grants_the_welcome_credits_once_and_logs_in(settings, mailoutbox):
@@ -141,8 +220,11 @@ def test_the_link_from_the_mail_grants_the_welcome_credits_once_and_logs_in(sett
     assert opened.status_code == 200 and "Confirm my email" in opened.content.decode()
     user.refresh_from_db()
     assert user.email_verified_at is None and not logged_in(browser)
+    assert browser.post(link).status_code == 400  # the form needs the password
+    user.refresh_from_db()
+    assert user.email_verified_at is None and not logged_in(browser)
 
-    confirmed = browser.post(link)
+    confirmed = verify(browser, link)
     assert confirmed.status_code == 302 and confirmed["Location"] == "/studio/"
     user.refresh_from_db()
     assert user.email_verified_at is not None and logged_in(browser)
@@ -152,7 +234,7 @@ def test_the_link_from_the_mail_grants_the_welcome_credits_once_and_logs_in(sett
 
     # The link works once: opened again (or by someone else), it grants nothing more.
     for other in (browser, client_at("198.51.100.27")):
-        again = other.post(link)
+        again = verify(other, link)
         assert again.status_code == 200 and "expired or has already been used" in again.content.decode()
     grants = LedgerEntry.objects.filter(account__team=user.personal_team, kind=LedgerEntry.Kind.GRANT)
     assert [(entry.available_delta, entry.idempotency_key, entry.memo) for entry in grants] == [
@@ -165,7 +247,7 @@ def test_with_no_signup_credits_the_verification_grants_nothing(settings, mailou
     settings.SIGNUP_CREDITS = 0
     browser = client_at("198.51.100.28")
     sign_up(browser, "frugal@example.com")
-    browser.post(verify_path(mailoutbox[0]))
+    verify(browser, verify_path(mailoutbox[0]))
     user = User.objects.get(email="frugal@example.com")
     assert user.email_verified_at is not None and logged_in(browser)
     assert not LedgerEntry.objects.filter(account__team=user.personal_team).exists()
@@ -189,7 +271,10 @@ def test_a_bad_link_says_so_and_offers_a_new_one(mailoutbox):
 
 def test_an_unverified_account_cannot_log_in_and_is_offered_a_new_link(mailoutbox):
     browser = client_at("198.51.100.30")
-    sign_up(browser, "waiting@example.com")
+    sign_up(browser, "signed-up@example.com")  # no password yet: nothing logs in
+    assert log_in(browser, "signed-up@example.com", PASSWORD).status_code == 200 and not logged_in(browser)
+    # An account with a password but no verified email (made by an operator) is told why.
+    User.objects.create_user("waiting@example.com", PASSWORD, email_verified_at=None)
     refused = log_in(browser, "waiting@example.com", PASSWORD)
     text = refused.content.decode()
     assert refused.status_code == 200 and not logged_in(browser)
@@ -242,7 +327,7 @@ def test_the_signup_form_works_with_csrf_checks_on(mailoutbox):
     browser = client_at("198.51.100.34", enforce_csrf_checks=True)
     form = browser.get("/accounts/signup/").content.decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
-    fields = {"email": "careful@example.com", "password1": PASSWORD, "password2": PASSWORD}
+    fields = {"email": "careful@example.com"}
     assert browser.post("/accounts/signup/", fields).status_code == 403
     assert browser.post("/accounts/signup/", {**fields, "csrfmiddlewaretoken": token}).status_code == 200
     assert User.objects.filter(email="careful@example.com").exists() and len(mailoutbox) == 1
@@ -298,6 +383,25 @@ def test_the_eleventh_login_after_ten_wrong_passwords_is_refused_even_with_the_r
     assert_locked_out(log_in(client_at("203.0.113.11"), "alice@example.com", "correct-horse-battery"), account=True)
 
 
+def test_a_password_reset_lifts_the_account_lockout(alice, mailoutbox):
+    attacker = client_at("203.0.113.14")
+    for _ in range(10):
+        log_in(attacker, "alice@example.com", WRONG)
+    owner = client_at("198.51.100.40")
+    assert_locked_out(log_in(owner, "alice@example.com", "correct-horse-battery"), account=True)
+
+    owner.post("/accounts/password-reset/", {"email": "alice@example.com"})
+    (mail,) = mailoutbox
+    link = re.search(r"http://testserver(/accounts/reset/\S+/)", mail.body).group(1)  # type: ignore[union-attr]
+    form = owner.get(link, follow=True)
+    owner.post(form.redirect_chain[-1][0], {"new_password1": "brand-new-phrase", "new_password2": "brand-new-phrase"})
+
+    assert log_in(owner, "alice@example.com", "brand-new-phrase").status_code == 302
+    assert logged_in(owner)
+    # The failures against the account are forgotten: ten more wrong guesses lock it again.
+    assert not AccessAttempt.objects.filter(username="alice@example.com").exists()
+
+
 def test_one_address_trying_many_accounts_is_locked_out(alice):
     attacker = client_at("203.0.113.12")
     for n in range(10):
@@ -307,6 +411,19 @@ def test_one_address_trying_many_accounts_is_locked_out(alice):
     elsewhere = client_at("203.0.113.13")
     assert log_in(elsewhere, "alice@example.com", "correct-horse-battery").status_code == 302
     assert logged_in(elsewhere)
+
+
+def test_rotating_ipv6_addresses_inside_one_64_does_not_escape_the_address_lockout(alice):
+    for n in range(10):
+        log_in(Client(REMOTE_ADDR=f"2001:db8:9:9::{n + 1:x}"), f"victim{n}@example.com", WRONG)
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"2001:db8:9:9::"}
+    rotated = Client(REMOTE_ADDR="2001:db8:9:9:ffff:ffff:ffff:ffff")
+    assert_locked_out(log_in(rotated, "alice@example.com", "correct-horse-battery"), account=False)
+    # Another /64, and an IPv4 client, are not locked out.
+    assert (
+        log_in(Client(REMOTE_ADDR="2001:db8:9:a::1"), "alice@example.com", "correct-horse-battery").status_code == 302
+    )
+    assert log_in(client_at("203.0.113.30"), "alice@example.com", "correct-horse-battery").status_code == 302
 
 
 def test_a_forged_forwarded_for_header_does_not_escape_the_address_lockout(alice):

@@ -161,6 +161,85 @@ def test_the_studio_generate_button_has_the_submit_limit(alice, settings):
     assert balances(alice) == before
 
 
+def test_each_file_sent_with_generate_counts_against_the_upload_limit(alice, settings):
+    settings.RATE_LIMIT_UPLOAD = "2/min"
+    browser = signed_in(alice)
+    tab = tab_create(user=alice.user, team=alice.team, draft={"prompt": "my saved design"})
+
+    def image(name: str, shade: int) -> SimpleUploadedFile:
+        return SimpleUploadedFile(name, png_bytes(40, 30, colour=(shade, 9, 9)), content_type="image/png")
+
+    # One press, three files (source and two references): three uploads, over a limit of two.
+    refused = browser.post(
+        f"/studio/{tab.id}/generate/",
+        {
+            "prompt": "an edit with references",
+            "kind": "edit",
+            "source_image": image("source.png", 1),
+            "reference_1": image("one.png", 2),
+            "reference_2": image("two.png", 3),
+        },
+    )
+
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) >= 1
+    assert "Too many uploads in a short time; try again in" in refused.content.decode()
+    assert not InputAsset.objects.filter(team=alice.team).exists()  # not one of the three
+    assert not GenerationJob.objects.filter(team=alice.team).exists()
+    tab.refresh_from_db()
+    assert tab.draft == {"prompt": "my saved design"}  # the refused press saved nothing
+
+
+def test_the_studio_estimate_and_form_settings_have_the_estimate_limit(alice, settings):
+    settings.RATE_LIMIT_ESTIMATE = "1/min"
+    browser = signed_in(alice)
+    tab = tab_create(user=alice.user, team=alice.team, draft={"prompt": "my saved design"})
+    estimate = f"/studio/{tab.id}/estimate/"
+    assert browser.post(estimate, {"prompt": "first"}, HTTP_HX_REQUEST="true").status_code == 200
+
+    refused = browser.post(estimate, {"prompt": "second"}, HTTP_HX_REQUEST="true")
+
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) >= 1
+    assert "Too many requests in a short time; try again in" in refused.content.decode()
+    assert refused["HX-Retarget"] == "#estimate"  # shown in the estimate panel (app.js swaps it)
+    tab.refresh_from_db()
+    assert tab.draft == {"prompt": "first"}  # the refused estimate saved no draft
+    # Without htmx: the tab, drawn with the message.
+    page = browser.post(f"/studio/{tab.id}/form/", {"prompt": "third", "provider": "local"})
+    assert page.status_code == 429
+    assert int(page["Retry-After"]) >= 1
+    assert "Too many requests in a short time" in page.content.decode()
+    assert 'id="estimate"' in page.content.decode()  # the studio tab itself
+    tab.refresh_from_db()
+    assert tab.draft == {"prompt": "first"}
+
+
+def test_opening_renaming_closing_tabs_and_remixing_have_the_api_limit(alice, settings):
+    look = _look(alice)
+    tab = tab_create(user=alice.user, team=alice.team, title="Kept")
+    settings.RATE_LIMIT_API = "1/min"
+    settings.RATE_LIMIT_USER_FACTOR = 1
+    browser = signed_in(alice)
+    assert browser.post("/studio/new/").status_code == 302
+    tabs = StudioTab.objects.filter(user=alice.user).count()
+
+    refused = {
+        "new": browser.post("/studio/new/"),
+        "rename": browser.post(f"/studio/{tab.id}/rename/", {"title": "Renamed"}),
+        "close": browser.post(f"/studio/{tab.id}/close/"),
+        "remix": browser.post(f"/collection/{look.id}/remix/"),
+    }
+
+    for name, answer in refused.items():
+        assert answer.status_code == 429, name
+        assert int(answer["Retry-After"]) >= 1, name
+        assert "Too many requests in a short time; try again in" in answer.content.decode(), name
+    assert StudioTab.objects.filter(user=alice.user).count() == tabs  # none opened, none closed
+    assert StudioTab.objects.get(id=tab.id).title == "Kept"
+    assert 'data-testid="remix"' in refused["remix"].content.decode()  # the look's own page
+
+
 def test_with_the_rate_limit_cache_unreachable_requests_are_let_through(alice, settings):
     settings.RATE_LIMIT_SUBMIT = "1/min"
     settings.CACHES = {
@@ -317,12 +396,18 @@ def test_a_script_opening_100_tabs_gets_the_quota_and_a_message(alice, settings)
     assert "5 studio tabs per person is reached. Close a tab to open another." in page
 
 
-def test_remix_over_the_tabs_quota_shows_a_message_and_opens_no_tab(alice, settings):
-    job = GenerationJobFactory(team=alice.team, created_by=alice.user, status="succeeded", finished_at=timezone.now())
+def _look(person, **job_fields) -> Look:  # type: ignore[no-untyped-def]
+    job = GenerationJobFactory(
+        team=person.team, created_by=person.user, status="succeeded", finished_at=timezone.now(), **job_fields
+    )
     output = GeneratedOutput.objects.create(
         job=job, index=0, file="f0.png", mime="image/png", width=1, height=1, bytes=1, sha256="0"
     )
-    look = Look.objects.create(team=alice.team, output=output, job=job)
+    return Look.objects.create(team=person.team, output=output, job=job)
+
+
+def test_remix_over_the_tabs_quota_shows_a_message_and_opens_no_tab(alice, settings):
+    look = _look(alice)
     settings.QUOTA_STUDIO_TABS = 1
     tab_create(user=alice.user, team=alice.team)
     browser = signed_in(alice)
@@ -332,6 +417,18 @@ def test_remix_over_the_tabs_quota_shows_a_message_and_opens_no_tab(alice, setti
     assert answer.status_code == 200
     assert "Close a studio tab to remix this look." in answer.content.decode()
     assert StudioTab.objects.filter(user=alice.user).count() == 1
+
+
+def test_remix_of_a_look_over_the_draft_quota_says_so_and_not_to_close_a_tab(alice, settings):
+    look = _look(alice, prompt="a very long prompt " * 200)
+    settings.QUOTA_DRAFT_KB = 1
+    tabs = StudioTab.objects.filter(user=alice.user).count()
+
+    page = signed_in(alice).post(f"/collection/{look.id}/remix/", follow=True).content.decode()
+
+    assert "a studio draft may hold at most 1 KB. Shorten the prompt." in page
+    assert "Close a studio tab" not in page
+    assert StudioTab.objects.filter(user=alice.user).count() == tabs
 
 
 def test_a_10_mb_prompt_typed_into_the_studio_is_never_saved_and_the_tab_stays_small(alice):
@@ -447,3 +544,21 @@ def test_in_the_browser_a_draft_over_the_quota_shows_its_message_in_the_estimate
     assert StudioTab.objects.get(user=alice.user).draft == {}
     context.close()
     assert watch.refusals == []  # under the Content-Security-Policy
+
+
+def test_in_the_browser_estimates_over_their_limit_show_the_wait_in_the_estimate(alice, browser, live_server, settings):
+    settings.RATE_LIMIT_ESTIMATE = "1/min"
+    context = browser.new_context(base_url=live_server.url, viewport=DESKTOP)
+    context.set_default_timeout(SLOW)
+    watch = PolicyWatch(context)
+    page = log_in(context, alice.user.email)
+    page.get_by_test_id("prompt").fill("a gold design")
+    expect(page.get_by_test_id("estimate-credits")).to_be_visible()
+
+    page.get_by_test_id("prompt").fill("a gold and pink nail design")
+
+    expect(page.get_by_test_id("estimate")).to_contain_text("Too many requests in a short time; try again in")
+    # The refused estimate saved nothing: the draft is the first one.
+    assert StudioTab.objects.get(user=alice.user).draft["prompt"] == "a gold design"
+    context.close()
+    assert watch.refusals == []

@@ -24,15 +24,17 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
+from drf_spectacular.generators import SchemaGenerator
 from PIL import Image, ImageFile
 
 from accounts.quotas import QuotaExceeded
 from credits.services import JobCredits, credits_hold, job_credits
 from generation.models import GenerationJob, InputAsset
+from generation.services import assets
 from generation.services.assets import DAMAGED, asset_upload
 from generation.services.decoding import MB, decode_bytes, image_decode_bytes
 from generation.services.dispatch import job_dispatch_on_commit
-from generation.services.inputs import InputsTooLarge, input_image_prepare
+from generation.services.inputs import InputsTooLarge, input_image_prepare, web_decode_budget
 from generation.services.studio import tab_create
 from tests.conftest import wait_for_finish
 from tests.factories import big_png_bytes, png_bytes
@@ -499,6 +501,67 @@ def test_the_studio_shows_the_upload_quota_next_to_the_image_and_stores_nothing(
     assert "Your team's quota of 2 uploaded images is reached." in html.unescape(page.content.decode())
     assert InputAsset.objects.filter(team=alice.team).count() == 2
     assert not GenerationJob.objects.exists()
+
+
+# -- the web process's decode budget -------------------------------------------------------------
+
+
+@pytest.fixture
+def web_budget_full(monkeypatch) -> Iterator[Callable[[], None]]:  # type: ignore[no-untyped-def]
+    """The web process's decode budget held whole, as by other uploads decoding in other
+    threads; the returned call releases it. Uploads wait a tenth of a second for room here."""
+    monkeypatch.setattr(assets, "DECODE_WAIT_SECONDS", 0.1)
+    budget = web_decode_budget()
+    held: list[int] = []
+    holder = threading.Thread(target=lambda: held.append(budget.acquire(budget.capacity) or 0))
+    holder.start()
+    holder.join()
+    assert held == [budget.capacity]
+
+    def release() -> None:
+        if held:
+            budget.release(held.pop())
+
+    yield release
+    release()
+
+
+@pytest.mark.django_db
+def test_with_the_web_decode_budget_full_an_upload_is_503_server_busy_and_stores_nothing(alice, web_budget_full):
+    refused = upload(alice, png_bytes(40, 30))
+
+    assert refused.status_code == 503
+    error = refused.json()["error"]
+    assert error["code"] == "SERVER_BUSY"
+    assert int(refused["Retry-After"]) >= 1
+    assert error["details"] == {"wait": int(refused["Retry-After"])}
+    assert_nothing_stored(alice.team)
+
+    web_budget_full()  # the other decodes finish
+    assert upload(alice, png_bytes(40, 30)).status_code == 201
+    assert web_decode_budget().in_use == 0  # the decode gave its share back
+
+
+@pytest.mark.django_db
+def test_with_the_web_decode_budget_full_the_studio_says_to_send_the_image_again(alice, web_budget_full):
+    client = Client()
+    client.force_login(alice.user)
+    tab = tab_create(user=alice.user, team=alice.team)
+    source = SimpleUploadedFile("source.png", png_bytes(50, 50))
+
+    page = client.post(f"/studio/{tab.id}/generate/", {"prompt": "p", "kind": "edit", "source_image": source})
+
+    assert page.status_code == 503
+    assert int(page["Retry-After"]) >= 1
+    assert "The server is busy checking other uploads" in page.content.decode()
+    assert_nothing_stored(alice.team)
+    assert not GenerationJob.objects.exists()
+
+
+def test_the_upload_operation_documents_server_busy():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    responses = schema["paths"]["/api/v1/assets"]["post"]["responses"]
+    assert "SERVER_BUSY" in responses["503"]["description"]
 
 
 # -- a real worker and its memory ----------------------------------------------------------------

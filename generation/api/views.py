@@ -19,6 +19,7 @@ from storages.backends.s3 import S3Storage
 from accounts.permissions import request_team
 from accounts.quotas import QuotaExceeded
 from config.cache_control import PRIVATE, never_store
+from config.errors import ServerBusy
 from config.pagination import BoundedLimitOffsetPagination
 from config.schema import error_responses
 from config.throttles import RateScope
@@ -304,7 +305,10 @@ class AssetUploadView(APIView):
                 description="The team already has this very file (same SHA-256): its asset, stored once, "
                 "which does not count against the upload quotas again",
             ),
-            **error_responses((QuotaExceeded, "the team's uploads fill its quota of images or megabytes")),
+            **error_responses(
+                (QuotaExceeded, "the team's uploads fill its quota of images or megabytes"),
+                (ServerBusy, "no memory free to check the image now; send it again after Retry-After seconds"),
+            ),
         },
         summary="Upload a source or reference image (201); the same file again answers its asset (200)",
     )

@@ -12,11 +12,13 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.quotas import QuotaExceeded
+from accounts.quotas import Quota, QuotaExceeded
+from config.throttles import RateScope
 from credits.models import LedgerEntry
 from credits.services import job_credits_from_entries
 from generation.models import GenerationJob
 from generation.pages.context import page_team, page_user
+from generation.pages.limits import rate_limited
 from generation.pages.studio import output_view, progress_context
 from generation.selectors import job_list_for_team, job_queryset_for_team, look_list_for_team
 from generation.services.studio import job_mark_seen, tab_remix
@@ -106,6 +108,10 @@ def collection(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def look_page(request: HttpRequest, look_id: UUID) -> HttpResponse:
+    return _look_page(request, look_id)
+
+
+def _look_page(request: HttpRequest, look_id: UUID) -> HttpResponse:
     look = get_object_or_404(look_list_for_team(team=page_team(request)), id=look_id)
     return render(request, "collection/detail.html", {"look": look, "item": output_view(look.output)})
 
@@ -119,12 +125,16 @@ def look_delete(request: HttpRequest, look_id: UUID) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited(RateScope.API, page=_look_page)
 def look_remix(request: HttpRequest, look_id: UUID) -> HttpResponse:
     look = get_object_or_404(look_list_for_team(team=page_team(request)), id=look_id)
     try:
         tab = tab_remix(look=look, user=page_user(request), team=page_team(request))
     except QuotaExceeded as error:
-        messages.error(request, f"{error.message} Close a studio tab to remix this look.")
+        # Only the tabs quota is helped by closing a tab; a draft too large for the team's
+        # quota (a long prompt) is not.
+        advice = " Close a studio tab to remix this look." if error.quota is Quota.STUDIO_TABS else ""
+        messages.error(request, f"{error.message}{advice}")
         return redirect("look-page", look_id=look.id)
     return redirect("studio-tab", tab_id=tab.id)
 

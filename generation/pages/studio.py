@@ -17,14 +17,15 @@ from django.utils import timezone
 from django.views.decorators.http import condition, require_GET, require_POST
 
 from accounts.quotas import QuotaExceeded
-from config.errors import ServiceError
+from config.errors import ServerBusy, ServiceError
 from config.throttles import RateScope, rate_limit_wait
 from credits.services import InsufficientCredits
 from generation.errors import IdempotencyConflict
 from generation.models import GeneratedOutput, GenerationJob, StudioTab
 from generation.pages.context import page_team, page_user
 from generation.pages.form_shape import form_shape, labelled_errors
-from generation.pages.studio_form import FormResult, draft_from_post, form_errors, form_values
+from generation.pages.limits import rate_limited, too_many_message, too_many_response
+from generation.pages.studio_form import FormResult, draft_from_post, form_errors, form_values, uploads_sent
 from generation.services.lifecycle import job_cancel
 from generation.services.retry import job_retry
 from generation.services.studio import job_mark_seen, tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
@@ -154,8 +155,14 @@ def tab_page(request: HttpRequest, tab_id: int) -> HttpResponse:
     return _render_tab(request, _tab(request, tab_id))
 
 
+def _tab_refused(request: HttpRequest, tab_id: int) -> HttpResponse:
+    """A refused post to a tab: the tab as stored (the messages say why)."""
+    return _render_tab(request, _tab(request, tab_id))
+
+
 @login_required
 @require_POST
+@rate_limited(RateScope.API)
 def tab_new(request: HttpRequest) -> HttpResponse:
     try:
         tab = tab_create(user=page_user(request), team=page_team(request), title=request.POST.get("title", ""))
@@ -167,6 +174,7 @@ def tab_new(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited(RateScope.API, page=_tab_refused)
 def tab_rename_view(request: HttpRequest, tab_id: int) -> HttpResponse:
     tab = tab_rename(tab=_tab(request, tab_id), title=request.POST.get("title", ""))
     return redirect("studio-tab", tab_id=tab.id)
@@ -174,6 +182,7 @@ def tab_rename_view(request: HttpRequest, tab_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited(RateScope.API, page=_tab_refused)
 def tab_close_view(request: HttpRequest, tab_id: int) -> HttpResponse:
     tab_close(tab=_tab(request, tab_id))
     return redirect("studio")
@@ -181,6 +190,7 @@ def tab_close_view(request: HttpRequest, tab_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited(RateScope.ESTIMATE, page=_tab_refused)  # each one also saves the draft
 def tab_estimate(request: HttpRequest, tab_id: int) -> HttpResponse:
     """The cost and optimized prompt of the form as it stands; also saves the draft (files aside)."""
     tab = _tab(request, tab_id)
@@ -203,6 +213,7 @@ def tab_estimate(request: HttpRequest, tab_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited(RateScope.ESTIMATE, page=_tab_refused)
 def tab_form_settings(request: HttpRequest, tab_id: int) -> HttpResponse:
     """The form's settings drawn again for the provider, kind and model just chosen (htmx swaps
     them in, then asks for the estimate, which saves the draft). Without htmx: the whole tab."""
@@ -227,20 +238,29 @@ def tab_generate(request: HttpRequest, tab_id: int) -> HttpResponse:
     # before the form is read, so a refused press stores nothing, not even its uploads.
     wait = rate_limit_wait(request, RateScope.SUBMIT)
     if wait is not None:
-        messages.error(request, f"Too many generations in a short time; try again in {wait} seconds.")
-        response = _render_tab(request, tab, status=429)
-        response["Retry-After"] = str(wait)
-        return response
+        messages.error(request, too_many_message(wait, "generations"))
+        return too_many_response(_render_tab(request, tab), wait)
+    oversized = oversized_uploads(request)
+    # Each file is an upload, counted as a POST /api/v1/assets is; all of them before any is
+    # stored, so a press over the upload limit stores nothing, draft included.
+    for _ in uploads_sent(request.FILES, oversized=oversized):
+        wait = rate_limit_wait(request, RateScope.UPLOAD)
+        if wait is not None:
+            messages.error(request, too_many_message(wait, "uploads"))
+            return too_many_response(_render_tab(request, tab), wait)
     post = request.POST.copy()
     post["tab"] = str(tab.id)
     try:
-        form = draft_from_post(
-            post=post, files=request.FILES, team=team, user=user, oversized=oversized_uploads(request)
-        )
+        form = draft_from_post(post=post, files=request.FILES, team=team, user=user, oversized=oversized)
         form.draft.pop("tab", None)
         tab_save_draft(tab=tab, draft=form.draft)
     except QuotaExceeded as error:
         return _draft_refused(request, tab, error)
+    except ServerBusy as error:  # no memory free to check an image now: the page says to send it again
+        messages.error(request, error.message)
+        response = _render_tab(request, tab, status=error.status_code)
+        response["Retry-After"] = str(error.retry_after)
+        return response
     if form.spec is None:
         return _render_tab(request, tab, form, status=400)
     token = request.POST.get("submit_token", "")

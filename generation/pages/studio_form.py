@@ -94,6 +94,17 @@ def draft_from_post(
     return result
 
 
+def upload_fields() -> tuple[str, ...]:
+    """The form's file fields, in the order `draft_from_post` stores them."""
+    references = tuple(f"reference_{slot}" for slot in range(1, REFERENCE_SLOTS + 1))
+    return ("source_image", "mask_image", *references, "sketch_image")
+
+
+def uploads_sent(files: MultiValueDict, *, oversized: set[str]) -> list[str]:
+    """The file fields of a post that `draft_from_post` would store (an oversized file is refused unread)."""
+    return [name for name in upload_fields() if files.get(name) is not None and name not in oversized]
+
+
 def _uuid_or_none(value: str) -> str | None:
     """An earlier upload's id from a hidden field; anything that is not an id is dropped."""
     try:

@@ -8,6 +8,8 @@ import logging
 import math
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -20,10 +22,12 @@ from PIL import Image, UnidentifiedImageError
 
 from accounts.models import Team, User
 from accounts.quotas import Quota, QuotaExceeded, quota_check, team_quota
+from config.errors import ServerBusy
 from generation.errors import ValidationFailed
 from generation.models import InputAsset
 from generation.services.decoding import MB, image_decode_bytes
 from generation.services.files import stored_name
+from generation.services.inputs import web_decode_budget
 from generation.uploads import too_large_message
 
 logger = logging.getLogger(__name__)
@@ -38,6 +42,9 @@ ALLOWED_FORMATS = {
 # The only parsers Pillow may try on an upload (an MPO file is opened by the JPEG one).
 _OPENERS = ["PNG", "JPEG", "WEBP"]
 DAMAGED = "The image is damaged and cannot be read."
+# How long an upload waits for room in the web decode budget, and when to send it again.
+DECODE_WAIT_SECONDS = 5.0
+DECODE_RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,8 @@ def asset_upload(*, team: Team, user: User | None, upload: UploadedFile) -> Asse
 
     1. Size first, from the upload's length, before reading it.
     2. Check and decode it (`_image_checked`): type, pixels and decoding memory from the header,
-       then one full decode, so a damaged file is refused here and not in a worker.
+       then one full decode, so a damaged file is refused here and not in a worker. The decode
+       holds its memory from the web process's budget (ServerBusy, 503, when none frees up).
     3. A file the team already has (same SHA-256) returns that asset: nothing is stored and
        no quota is spent.
     4. The team's upload quotas (count and bytes), before the file is written.
@@ -131,7 +139,8 @@ def _image_checked(content: bytes) -> _CheckedImage:
                 decoded = image_decode_bytes(image, content)
                 if decoded > settings.UPLOAD_MAX_DECODED_MB * MB:
                     raise ValidationFailed({"file": [_too_much_memory(image.size, image.mode, decoded)]})
-                image.load()
+                with _decode_room(decoded):
+                    image.load()
     except ValidationFailed:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -140,6 +149,24 @@ def _image_checked(content: bytes) -> _CheckedImage:
         raise ValidationFailed({"file": [DAMAGED]}) from None
     mime, extension = ALLOWED_FORMATS[image_format]
     return _CheckedImage(mime=mime, extension=extension, width=width, height=height)
+
+
+@contextmanager
+def _decode_room(decoded: int) -> Iterator[None]:
+    """Hold `decoded` bytes of this web process's decode budget while an upload is decoded.
+    A web thread waits at most DECODE_WAIT_SECONDS for room (a person is waiting on the page),
+    then the upload is refused with 503 SERVER_BUSY: nothing is stored."""
+    budget = web_decode_budget()
+    taken = budget.acquire(decoded, timeout=DECODE_WAIT_SECONDS)
+    if taken is None:
+        raise ServerBusy(
+            "The server is busy checking other uploads; please send this image again in a few seconds.",
+            retry_after=DECODE_RETRY_AFTER_SECONDS,
+        )
+    try:
+        yield
+    finally:
+        budget.release(taken)
 
 
 def _same_file(*, team: Team, sha256: str) -> InputAsset | None:

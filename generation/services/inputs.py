@@ -241,21 +241,31 @@ class MemoryBudget:
             self.release(taken)
 
 
-_decode_budget: MemoryBudget | None = None
-_decode_budget_lock = threading.Lock()
+_budgets: dict[str, MemoryBudget] = {}
+_budgets_lock = threading.Lock()
 
 
-def decode_budget() -> MemoryBudget:
-    """This process's budget for full-size decodes (WORKER_DECODE_BUDGET_MB).
+def _process_budget(setting: str) -> MemoryBudget:
+    """This process's budget named by `setting` (in MB).
 
     A changed setting (tests) gets a new budget; a holder releases into the one it took from.
     """
-    global _decode_budget
-    capacity = settings.WORKER_DECODE_BUDGET_MB * MB
-    with _decode_budget_lock:
-        if _decode_budget is None or _decode_budget.capacity != capacity:
-            _decode_budget = MemoryBudget(capacity)
-        return _decode_budget
+    capacity = getattr(settings, setting) * MB
+    with _budgets_lock:
+        budget = _budgets.get(setting)
+        if budget is None or budget.capacity != capacity:
+            budget = _budgets[setting] = MemoryBudget(capacity)
+        return budget
+
+
+def decode_budget() -> MemoryBudget:
+    """A worker's budget for full-size decodes (WORKER_DECODE_BUDGET_MB)."""
+    return _process_budget("WORKER_DECODE_BUDGET_MB")
+
+
+def web_decode_budget() -> MemoryBudget:
+    """A web process's budget for decoding uploads (WEB_DECODE_BUDGET_MB): its threads share it."""
+    return _process_budget("WEB_DECODE_BUDGET_MB")
 
 
 # -- preparing ------------------------------------------------------------------------------------

@@ -66,12 +66,14 @@
 })();
 
 // A draft over the team's size quota is refused with a 413 whose body is the estimate panel
-// saying so; htmx swaps no error answer by itself, so this one is let into the panel.
+// saying so, and a request over a rate limit with a 429 whose message is retargeted to it
+// (generation/pages/limits.py); htmx swaps no error answer by itself, so these are let in.
 (function () {
   "use strict";
   document.addEventListener("htmx:beforeSwap", function (event) {
     var target = event.detail.target;
-    if (event.detail.xhr.status === 413 && target && target.id === "estimate") {
+    var status = event.detail.xhr.status;
+    if ((status === 413 || status === 429) && target && target.id === "estimate") {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     }
