@@ -126,30 +126,34 @@ class Stack:
 @pytest.fixture(scope="module")
 def make_stack(django_db_setup, django_db_blocker, log_dir: Path) -> Iterator[Callable[..., Stack]]:  # noqa: ARG001
     """Starts a real worker and beat against the test database and broker; stops them after the module."""
-    stacks: list[Stack] = []
+    started: list[ManagedProcess] = []
 
     def make(**overrides: str) -> Stack:
         with django_db_blocker.unblock():
             env = child_environment(**overrides)
         # Messages left by an earlier module (their jobs are gone) would only add noise.
         redis.Redis.from_url(env["CELERY_BROKER_URL"]).flushdb()
-        stack = Stack(
-            worker=start_worker(env, log_dir),
-            quarantine=start_quarantine(env, log_dir),
-            rescuer=start_rescuer(env, log_dir),
-            beat=start_beat(env, log_dir),
+
+        def keep(process: ManagedProcess) -> ManagedProcess:
+            # Noted before anything else may fail, so a stack that fails halfway is stopped too
+            # (a stray worker would hold the test database open and break the next run).
+            started.append(process)
+            return process
+
+        return Stack(
+            worker=keep(start_worker(env, log_dir)),
+            quarantine=keep(start_quarantine(env, log_dir)),
+            rescuer=keep(start_rescuer(env, log_dir)),
+            beat=keep(start_beat(env, log_dir)),
             env=env,
             log_dir=log_dir,
         )
-        stacks.append(stack)
-        return stack
 
-    yield make
-    for stack in stacks:
-        stack.worker.stop()
-        stack.quarantine.stop()
-        stack.rescuer.stop()
-        stack.beat.stop()
+    try:
+        yield make
+    finally:
+        for process in started:
+            process.stop()
 
 
 def job_state(job_id: object) -> GenerationJob:
