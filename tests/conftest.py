@@ -127,6 +127,7 @@ class Stack:
 def make_stack(django_db_setup, django_db_blocker, log_dir: Path) -> Iterator[Callable[..., Stack]]:  # noqa: ARG001
     """Starts a real worker and beat against the test database and broker; stops them after the module."""
     started: list[ManagedProcess] = []
+    stacks: list[Stack] = []
 
     def make(**overrides: str) -> Stack:
         with django_db_blocker.unblock():
@@ -140,7 +141,7 @@ def make_stack(django_db_setup, django_db_blocker, log_dir: Path) -> Iterator[Ca
             started.append(process)
             return process
 
-        return Stack(
+        stack = Stack(
             worker=keep(start_worker(env, log_dir)),
             quarantine=keep(start_quarantine(env, log_dir)),
             rescuer=keep(start_rescuer(env, log_dir)),
@@ -148,11 +149,16 @@ def make_stack(django_db_setup, django_db_blocker, log_dir: Path) -> Iterator[Ca
             env=env,
             log_dir=log_dir,
         )
+        stacks.append(stack)
+        return stack
 
     try:
         yield make
     finally:
-        for process in started:
+        # The processes each stack has now (a test may have restarted its worker) and all those
+        # ever started: a worker left running would take the next modules' jobs.
+        current = [part for stack in stacks for part in (stack.worker, stack.quarantine, stack.rescuer, stack.beat)]
+        for process in [*current, *started]:
             process.stop()
 
 
