@@ -353,7 +353,7 @@ def job_retry_view(request: HttpRequest, job_id: str) -> HttpResponse:
     job = get_object_or_404(GenerationJob, id=job_id, team=page_team(request))
     wait = rate_limit_wait(request, RateScope.SUBMIT)  # a retry holds credits, like Generate
     if wait is not None:
-        messages.error(request, f"Too many generations in a short time; try again in {wait} seconds.")
+        messages.error(request, too_many_message(wait, "generations"))
         return _back(request, job)
     try:
         retry, _ = job_retry(job=job, user=page_user(request))

@@ -65,11 +65,11 @@ def asset_upload(*, team: Team, user: User | None, upload: UploadedFile) -> Asse
     """Check an uploaded image and store it for `team`, once.
 
     1. Size first, from the upload's length, before reading it.
-    2. Check and decode it (`_image_checked`): type, pixels and decoding memory from the header,
+    2. A file the team already has (same SHA-256) returns that asset: nothing is decoded or
+       stored, and no quota is spent.
+    3. Check and decode it (`_image_checked`): type, pixels and decoding memory from the header,
        then one full decode, so a damaged file is refused here and not in a worker. The decode
        holds its memory from the web process's budget (ServerBusy, 503, when none frees up).
-    3. A file the team already has (same SHA-256) returns that asset: nothing is stored and
-       no quota is spent.
     4. The team's upload quotas (count and bytes), before the file is written.
     5. Write the file. Storage may be a network service, so this happens outside any transaction.
     6. In a short transaction that locks the team's row (two uploads of a team take turns here),
@@ -81,11 +81,12 @@ def asset_upload(*, team: Team, user: User | None, upload: UploadedFile) -> Asse
     content = upload.read()
     if not content:
         raise ValidationFailed({"file": ["The file is empty."]})
-    checked = _image_checked(content)
     digest = hashlib.sha256(content).hexdigest()
     existing = _same_file(team=team, sha256=digest)
     if existing is not None:
+        # These very bytes were checked when they were first stored: no second decode.
         return AssetUploadResult(asset=existing, created=False)
+    checked = _image_checked(content)
     _upload_quotas_check(team=team, adding_bytes=len(content))
 
     asset = InputAsset(
