@@ -68,6 +68,8 @@ class Team(models.Model):
     quota_upload_mb = models.PositiveIntegerField(null=True, blank=True)
     quota_studio_tabs = models.PositiveIntegerField(null=True, blank=True)
     quota_draft_kb = models.PositiveIntegerField(null=True, blank=True)
+    # The cap on running jobs (TEAM_MAX_RUNNING_JOBS): bigger plans get more at once.
+    quota_running_jobs = models.PositiveIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name

@@ -20,6 +20,7 @@ from config.errors import ServiceError
 
 class Quota(StrEnum):
     ACTIVE_JOBS = "active_jobs"  # queued and running jobs of the team
+    RUNNING_JOBS = "running_jobs"  # running jobs of the team: the fair scheduler's cap (not refused, waited for)
     UPLOADS = "uploads"  # uploaded images the team keeps
     UPLOAD_MB = "upload_mb"  # their bytes, in MB
     STUDIO_TABS = "studio_tabs"  # open studio tabs of one person in the team
@@ -36,6 +37,7 @@ class _QuotaSpec:
 
 _SPECS: dict[Quota, _QuotaSpec] = {
     Quota.ACTIVE_JOBS: _QuotaSpec("QUOTA_ACTIVE_JOBS", "quota_active_jobs", "{limit} queued or running jobs"),
+    Quota.RUNNING_JOBS: _QuotaSpec("TEAM_MAX_RUNNING_JOBS", "quota_running_jobs", "{limit} running jobs at once"),
     Quota.UPLOADS: _QuotaSpec("QUOTA_UPLOADS", "quota_uploads", "{limit} uploaded images"),
     Quota.UPLOAD_MB: _QuotaSpec("QUOTA_UPLOAD_MB", "quota_upload_mb", "{limit} MB of uploaded images"),
     Quota.STUDIO_TABS: _QuotaSpec("QUOTA_STUDIO_TABS", "quota_studio_tabs", "{limit} studio tabs per person"),

@@ -103,3 +103,33 @@ def env_rate(name: str, default: str) -> str:
             f" {', '.join(_RATE_PERIODS)}), not {value!r}."
         )
     return value
+
+
+def env_provider_limits(name: str, default: str) -> dict[tuple[str, str], tuple[float | None, int | None]]:
+    """Provider rate limits: comma-separated `provider[/model]=<requests>/min[:<concurrent>]`,
+    such as `openai=60/min:20,openai/gpt-image-1-mini=120/min`; `-` for no request rate
+    (`gemini=-:10`). Returns {(provider, model or ""): (requests per minute, concurrent calls)}."""
+    value = _raw(name)
+    value = default if value is None else value
+    limits: dict[tuple[str, str], tuple[float | None, int | None]] = {}
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        target, _, limit = entry.partition("=")
+        provider, _, model = target.strip().partition("/")
+        rate, _, concurrent = limit.strip().partition(":")
+        count, _, period = rate.partition("/")
+        well_formed = (
+            provider
+            and (rate == "-" or (count.isascii() and count.isdigit() and int(count) >= 1 and period == "min"))
+            and (not concurrent or (concurrent.isascii() and concurrent.isdigit() and int(concurrent) >= 1))
+            and (rate != "-" or concurrent)
+        )
+        if not well_formed:
+            raise ImproperlyConfigured(
+                f"Environment variable {name} must list entries like openai=60/min:20 or "
+                f"openai/gpt-image-2=30/min (requests a minute, then optionally concurrent calls), not {entry!r}."
+            )
+        limits[(provider, model)] = (
+            None if rate == "-" else float(count),
+            int(concurrent) if concurrent else None,
+        )
+    return limits

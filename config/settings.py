@@ -15,7 +15,16 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.content_security import page_policy, storage_origins
-from config.env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str
+from config.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_provider_limits,
+    env_rate,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ATELIER_VAR_DIR", str(BASE_DIR / "var")))
@@ -340,9 +349,14 @@ GENERATION_DEFAULT_PROVIDER = env_choice(
     "GENERATION_DEFAULT_PROVIDER", "local", {"local", "openai", "gemini", "vertex"}
 )
 GENERATION_MAX_OUTPUTS = 10
+# Per-provider (and per-model) request rates and concurrent calls, shared by every worker
+# (generation/services/limiter.py): `openai=60/min:20,openai/gpt-image-1-mini=120/min`.
+# {(provider, model or ""): (requests per minute or None, concurrent calls or None)}
+PROVIDER_LIMITS = env_provider_limits("PROVIDER_LIMITS", "")
 # A claimed job's lease; the worker renews it every third of this while it works.
 JOB_LEASE_SECONDS = env_float("JOB_LEASE_SECONDS", 30.0, minimum=2.0)
-# A queued job that no worker claimed within this window is published again.
+# A queued job that could run but that no worker claimed within this window, while workers have
+# free slots, lost its wake-up message: the rescuer publishes one (generation/services/rescue.py).
 JOB_REDISPATCH_AFTER_SECONDS = env_float("JOB_REDISPATCH_AFTER_SECONDS", 30.0, minimum=1.0)
 # Who caused a fault decides what it costs (docs/architecture.md, "Faults"). A run that ends with
 # its worker's death and no new image makes the job a suspect, which then runs alone on its
@@ -474,6 +488,9 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 # --- Quotas (accounts/quotas.py) ----------------------------------------------------------------
 # What one team may hold at once; the admin overrides each per team (Team.quota_*).
 QUOTA_ACTIVE_JOBS = env_int("QUOTA_ACTIVE_JOBS", 20, minimum=1)
+# The fair scheduler runs at most this many of one team's jobs at once; the rest wait their turn
+# (generation/services/scheduler.py). Not a refusal: a quota on waiting, overridable per team.
+TEAM_MAX_RUNNING_JOBS = env_int("TEAM_MAX_RUNNING_JOBS", 3, minimum=1)
 QUOTA_UPLOADS = env_int("QUOTA_UPLOADS", 500, minimum=1)
 QUOTA_UPLOAD_MB = env_int("QUOTA_UPLOAD_MB", 1024, minimum=1)
 QUOTA_STUDIO_TABS = env_int("QUOTA_STUDIO_TABS", 30, minimum=1)

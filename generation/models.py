@@ -207,8 +207,11 @@ class GenerationJob(models.Model):
         indexes = [
             # The rescuer: running jobs whose lease expired; queued jobs nobody claimed.
             models.Index(fields=["status", "lease_expires_at"], name="generation_job_status_lease"),
-            # Queue position (queued jobs created earlier) and the re-dispatch of old queued jobs.
+            # The rescuer's look for queued jobs that lost their wake-up.
             models.Index(fields=["status", "created_at"], name="generation_job_status_created"),
+            # The fair scheduler: a team's queued jobs in order, its running jobs counted against
+            # its cap; the queue position (a team's queued jobs ahead of one).
+            models.Index(fields=["status", "team", "created_at"], name="generation_job_status_team"),
             # The team's job list, newest first, optionally by status.
             models.Index(fields=["team", "-created_at"], name="generation_job_team_created"),
             # The activity notice: a user's finished jobs not yet seen.
@@ -232,22 +235,10 @@ class GenerationJob(models.Model):
 
     @staticmethod
     def queued_ahead(*, team_id: object, created_at: object) -> Q:
-        """The jobs ahead of a queued job of `team_id` created at `created_at` (values, or
-        OuterRefs in a subquery): its own team's queued jobs created before it. The one home of
-        the rule: the place a team sees is its place in its team's order and says nothing of
-        other teams' load. (Fair-share scheduling across teams comes with issue 10; the place in
-        that order belongs here then.)"""
+        """A queued job's own team's queued jobs created before it (values, or OuterRefs in a
+        subquery): within a team jobs keep their order. Its place across teams is the fair
+        order's (generation/selectors.py, `queue_snapshot`)."""
         return Q(team_id=team_id, status=GenerationJob.Status.QUEUED, created_at__lt=created_at)
-
-    def queue_position(self) -> int | None:
-        """1 for the next job of its team a worker will take; None once the job is no longer queued."""
-        if self.status != self.Status.QUEUED:
-            return None
-        annotated = getattr(self, "queued_ahead_count", None)  # set by selectors.job_queryset_for_team
-        if annotated is not None:
-            return annotated + 1
-        ahead = GenerationJob.objects.filter(self.queued_ahead(team_id=self.team_id, created_at=self.created_at))
-        return ahead.count() + 1
 
 
 class JobReference(models.Model):
@@ -332,6 +323,17 @@ class Look(models.Model):
         return f"look {self.id}"
 
 
+class TeamTurn(models.Model):
+    """When the fair scheduler last started a job of a team: the team served least recently goes
+    first (generation/services/scheduler.py). A row appears with a team's first claimed job."""
+
+    team = models.OneToOneField("accounts.Team", primary_key=True, on_delete=models.CASCADE, related_name="turn")
+    last_served_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"turn of team {self.team_id}"
+
+
 class WorkerHeartbeat(models.Model):
     """A process that takes part in running jobs: a worker (one row per process), or the rescuer.
 
@@ -346,6 +348,10 @@ class WorkerHeartbeat(models.Model):
     beat_at = models.DateTimeField(default=timezone.now)
     up_since = models.DateTimeField(default=timezone.now)
     running_jobs = models.PositiveSmallIntegerField(default=0)
+    # The queue a worker takes jobs from ("jobs" or "suspects") and how many it runs at once:
+    # the rescuer wakes workers with free slots when claimable jobs wait (rescue.py).
+    pool = models.CharField(max_length=20, blank=True)
+    slots = models.PositiveSmallIntegerField(default=0)
     stopping = models.BooleanField(default=False)
     # The rescuer's row only: how many worker deaths it has seen (numbers each death).
     deaths_seen = models.PositiveIntegerField(default=0)

@@ -2,18 +2,106 @@
 
 from __future__ import annotations
 
-from django.db.models import Case, Count, OuterRef, Prefetch, QuerySet, Subquery, When
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from django.db.models import Case, Count, Max, Min, OuterRef, Prefetch, QuerySet, Subquery, When
 from django.db.models.functions import Coalesce
 
 from accounts.models import Team, User
 from credits.models import LedgerEntry
 from generation.models import ACTIVE_STATUSES, FINISHED_STATUSES, GeneratedOutput, GenerationJob, JobReference, Look
+from generation.services.scheduler import RunningLoad, team_cap, turn_order_key
+
+
+class WaitingReason(StrEnum):
+    TEAM_LIMIT = "team_limit"  # the team runs as many jobs as its cap allows
+    PROVIDER_LIMIT = "provider_limit"  # the job's provider (or model) is at its limit for now
+    CAPACITY = "capacity"  # waiting for a free worker slot, in the fair order
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    position: int  # 1: the next job the fair order starts
+    waiting_reason: WaitingReason
+
+
+@dataclass
+class QueueSnapshot:
+    """The queue as the fair scheduler sees it (scheduler.py), read in one query: each team's
+    queued jobs, its turn and cap, and the running jobs per team and provider. The one home of
+    the queue position: the API, the pages and the studio poll's ETag all ask it."""
+
+    queued: Counter[int] = field(default_factory=Counter)
+    turn: dict[int, int] = field(default_factory=dict)  # team -> its rank in the turn order
+    caps: dict[int, int] = field(default_factory=dict)
+    running: RunningLoad = field(default_factory=RunningLoad)
+
+    def place(self, job: GenerationJob, ahead_in_team: int | None = None) -> QueuePlace | None:
+        """Where a queued job stands (None once it is not queued). In the fair order the teams
+        take turns, so the jobs ahead of the k-th queued job of its team are the k-1 before it
+        plus, from each other team, its first k-1 jobs, and its k-th too when that team's turn
+        comes first. `ahead_in_team` is k-1 (`job_queryset_for_team` annotates it)."""
+        if job.status != GenerationJob.Status.QUEUED:
+            return None
+        if ahead_in_team is None:
+            ahead_in_team = getattr(job, "queued_ahead_count", None)
+        if ahead_in_team is None:
+            ahead_in_team = GenerationJob.objects.filter(
+                GenerationJob.queued_ahead(team_id=job.team_id, created_at=job.created_at)
+            ).count()
+        own_turn = self.turn.get(job.team_id, len(self.turn))
+        ahead = ahead_in_team + sum(
+            min(count, ahead_in_team + (1 if self.turn[team_id] < own_turn else 0))
+            for team_id, count in self.queued.items()
+            if team_id != job.team_id
+        )
+        return QueuePlace(position=ahead + 1, waiting_reason=self._reason(job))
+
+    def _reason(self, job: GenerationJob) -> WaitingReason:
+        cap = self.caps.get(job.team_id, team_cap(None))
+        if self.running.per_team[job.team_id] >= cap:
+            return WaitingReason.TEAM_LIMIT
+        if self.running.provider_blocked(job.provider, job.model):
+            return WaitingReason.PROVIDER_LIMIT
+        return WaitingReason.CAPACITY
+
+
+def queue_snapshot() -> QueueSnapshot:
+    snapshot = QueueSnapshot()
+    oldest: dict[int, datetime] = {}
+    served: dict[int, datetime | None] = {}
+    rows = (
+        GenerationJob.objects.filter(status__in=ACTIVE_STATUSES)
+        .order_by()
+        .values("status", "team_id", "provider", "model")
+        .annotate(
+            n=Count("id"),
+            first=Min("created_at"),
+            served=Max("team__turn__last_served_at"),
+            cap=Max("team__quota_running_jobs"),
+        )
+    )
+    for row in rows:
+        team_id = row["team_id"]
+        snapshot.caps[team_id] = team_cap(row["cap"])
+        if row["status"] == GenerationJob.Status.RUNNING:
+            snapshot.running.add(team_id, row["provider"], row["model"], row["n"])
+            continue
+        snapshot.queued[team_id] += row["n"]
+        oldest[team_id] = min(oldest.get(team_id, row["first"]), row["first"])
+        served[team_id] = row["served"]
+    ranked = sorted(oldest, key=lambda team_id: turn_order_key(served[team_id], oldest[team_id]))
+    snapshot.turn = {team_id: rank for rank, team_id in enumerate(ranked)}
+    return snapshot
 
 
 def job_queryset_for_team(team: Team) -> QuerySet[GenerationJob]:
     """The team's jobs with everything the job representation shows, in a fixed number of queries
-    (the queue position of queued jobs included, as a subquery rather than a count per job; its
-    rule is GenerationJob.queued_ahead)."""
+    (each queued job's place in its team's order included, as a subquery rather than a count per
+    job: `QueueSnapshot.place` turns it into the place in the fair order)."""
     queued_ahead = (
         GenerationJob.objects.filter(
             GenerationJob.queued_ahead(team_id=OuterRef("team_id"), created_at=OuterRef("created_at"))

@@ -11,21 +11,24 @@ from celery.signals import worker_ready, worker_shutting_down
 
 
 @shared_task(name="generation.tasks.run_generation_job", ignore_result=True)
-def run_generation_job(job_id: str) -> str:
-    # No Celery retry here: transient provider errors are retried per image inside job_run,
+def run_generation_job(job_id: str = "") -> int:
+    """A wake-up: run the next jobs in the fair order while there are any this worker may take.
+    `job_id` names the job whose submit (or requeue) published the message, for the logs only:
+    the scheduler, not the message, decides which job runs."""
+    # No Celery retry here: transient provider errors are retried per image inside the run,
     # faults of our own parts pause the job, and a dead worker's job is the rescuer's.
-    from generation.services.pipeline import job_run
+    from generation.services.pipeline import jobs_work
 
-    return job_run(job_id=job_id).value
+    return jobs_work()
 
 
 @shared_task(name="generation.tasks.run_suspect_job", ignore_result=True)
-def run_suspect_job(job_id: str) -> str:
-    # A job whose worker died under it before it delivered an image: the quarantine worker
-    # (one job at a time) runs it alone until it delivers one (docs/architecture.md).
-    from generation.services.pipeline import job_run
+def run_suspect_job(job_id: str = "") -> int:
+    # Suspects (their worker died under them before they delivered an image): the quarantine
+    # worker (one job at a time) runs them alone until each delivers one (docs/architecture.md).
+    from generation.services.pipeline import jobs_work
 
-    return job_run(job_id=job_id, alone=True).value
+    return jobs_work(alone=True)
 
 
 @shared_task(name="generation.tasks.rescue_stale_jobs", ignore_result=True)
@@ -42,8 +45,11 @@ def beat_for_life(sender: object = None, **_: object) -> None:
 
     app = getattr(sender, "app", None)
     queues = set(app.amqp.queues.consume_from or ()) if app is not None else set()
-    if queues & {"jobs", "suspects"}:
-        Lifeline.current().run_for_life()
+    pool = "suspects" if "suspects" in queues else "jobs" if "jobs" in queues else ""
+    if pool:
+        # The sender is the worker's consumer; its controller knows the pool's size.
+        slots = getattr(getattr(sender, "controller", None), "concurrency", None) or 1
+        Lifeline.current().run_for_life(pool=pool, slots=int(slots))
 
 
 @worker_shutting_down.connect

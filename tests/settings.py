@@ -31,6 +31,8 @@ _TEST_DEFAULTS = {
     "RATE_LIMIT_UPLOAD": "100000/min",
     "RATE_LIMIT_API": "100000/min",
     "QUOTA_ACTIVE_JOBS": "1000",
+    # Suites that run many jobs of one team at once; the fairness tests set a team's own cap.
+    "TEAM_MAX_RUNNING_JOBS": "1000",
     # Every sign-up in the suite comes from one address; the rate-limit test sets its own limit.
     "RATE_LIMIT_SIGNUP": "10000/hour",
 }

@@ -171,15 +171,15 @@ def test_a_death_while_alone_counts_only_if_no_other_worker_died_since_the_jobs_
 def test_a_suspect_runs_only_in_quarantine_alone_until_its_first_image(alice):
     suspect = new_job(alice, count=3, prompt="suspect")
     GenerationJob.objects.filter(id=suspect.id).update(suspect_crashes=1)
-    # An ordinary worker does not run it: it goes to the quarantine queue.
-    assert job_run(job_id=suspect.id) is RunOutcome.DEFERRED
+    # An ordinary worker does not take it: it waits for the quarantine worker.
+    assert job_run(job_id=suspect.id) is RunOutcome.NOT_CLAIMED
     # The quarantine worker runs it alone until it delivers an image...
     assert job_run(job_id=suspect.id, alone=True) is RunOutcome.CLEARED
     suspect.refresh_from_db()
     assert (suspect.status, suspect.completed_outputs, suspect.suspect_crashes) == ("queued", 1, 0)
     assert suspect.attempts == 1
     # ...then the ordinary workers make the rest, and the quarantine worker takes it no more.
-    assert job_run(job_id=suspect.id, alone=True) is RunOutcome.DEFERRED
+    assert job_run(job_id=suspect.id, alone=True) is RunOutcome.NOT_CLAIMED
     assert job_run(job_id=suspect.id) is RunOutcome.SUCCEEDED
 
 
@@ -190,7 +190,7 @@ def test_the_quarantine_worker_runs_one_suspect_at_a_time(alice, settings):
     thread, outcome = run_in_thread(first, alone=True)
     wait_until(lambda: GenerationJob.objects.filter(id=first.id, status="running").exists(), timeout=10)
     assert GenerationJob.objects.get(id=first.id).ran_alone
-    assert job_run(job_id=second.id, alone=True) is RunOutcome.DEFERRED  # offered again a second later
+    assert job_run(job_id=second.id, alone=True) is RunOutcome.NOT_CLAIMED  # it waits for the first to end
     thread.join(timeout=20)
     assert outcome == [RunOutcome.SUCCEEDED]
 
@@ -205,7 +205,7 @@ def test_sigterm_hands_a_running_job_back_at_once_without_counting_the_run(alice
     assert outcome == [RunOutcome.HANDED_OVER]  # long before its 5 s image
     job.refresh_from_db()
     assert (job.status, job.lease_owner, job.attempts, job.suspect_crashes) == ("queued", "", 0, 0)
-    assert job_run(job_id=job.id) is RunOutcome.DEFERRED  # a stopping worker takes nothing new
+    assert job_run(job_id=job.id) is RunOutcome.NOT_CLAIMED  # a stopping worker takes nothing new
 
 
 def test_a_bounded_call_returns_raises_times_out_or_is_interrupted():
@@ -248,11 +248,11 @@ def test_a_cancel_during_a_hung_provider_call_ends_the_job_within_a_second(alice
 def test_a_job_its_thread_could_not_queue_again_is_settled_by_the_lifeline(alice):
     job = new_job(alice)
     lifeline = Lifeline.current()
-    claim = lifeline.claim(job.id)
-    assert claim.held is not None
+    held = lifeline.claim(job_id=job.id)
+    assert held is not None
     # The database went away just as the run stopped: the thread parks the job and returns.
-    lifeline.park(claim.held, Interruption.OUTAGE, "database")
-    lifeline.release(claim.held)
+    lifeline.park(held, Interruption.OUTAGE, "database")
+    lifeline.release(held)
     assert not lifeline.idle  # still held: its lease is kept, its worker keeps beating
     wait_until(
         lambda: GenerationJob.objects.filter(id=job.id, status="queued", pauses=1).exists(),

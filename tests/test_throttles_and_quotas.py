@@ -487,22 +487,23 @@ def test_a_10_mb_prompt_through_the_api_is_refused_and_stores_nothing(alice):
 # --- Queue position ------------------------------------------------------------------------------
 
 
-def test_queue_position_counts_only_the_teams_own_queued_jobs(alice, charlie):
-    for _ in range(5):
-        assert submit(charlie.client, prompt="charlie's flood").status_code == 202
+def test_queue_position_is_the_place_in_the_fair_order_so_a_flood_puts_one_job_ahead_per_turn(alice, charlie):
+    flood = [submit(charlie.client, prompt="charlie's flood").json() for _ in range(5)]
     first = submit(alice.client, prompt="alice first").json()
     second = submit(alice.client, prompt="alice second").json()
 
-    assert first["queue_position"] == 1
-    assert second["queue_position"] == 2
+    # Teams take turns, Charlie's first (its oldest job is older): C1 A1 C2 A2 C3 C4 C5.
+    assert (first["queue_position"], second["queue_position"]) == (2, 4)
+    assert first["waiting_reason"] == "capacity"
     listed = {job["id"]: job["queue_position"] for job in alice.client.get(JOBS).json()["results"]}
-    assert listed == {first["id"]: 1, second["id"]: 2}
-    # More of charlie's jobs change nothing Alice sees.
+    assert listed == {first["id"]: 2, second["id"]: 4}
+    assert charlie.client.get(f"{JOBS}/{flood[4]['id']}").json()["queue_position"] == 7
+    # More of Charlie's jobs go behind Alice's.
     submit(charlie.client, prompt="charlie again")
-    assert alice.client.get(f"{JOBS}/{second['id']}").json()["queue_position"] == 2
+    assert alice.client.get(f"{JOBS}/{second['id']}").json()["queue_position"] == 4
 
 
-def test_the_studio_progress_panel_shows_the_place_in_the_teams_own_queue(alice, charlie):
+def test_the_studio_progress_panel_shows_the_place_in_the_fair_order(alice, charlie):
     for _ in range(3):
         submit(charlie.client, prompt="charlie's flood")
     tab = tab_create(user=alice.user, team=alice.team)
@@ -510,7 +511,7 @@ def test_the_studio_progress_panel_shows_the_place_in_the_teams_own_queue(alice,
 
     panel = signed_in(alice).get(f"/studio/{tab.id}/progress/").content.decode()
 
-    assert "Position 1 in the queue." in panel
+    assert "Position 2 in the queue." in panel
 
 
 # --- Admin ---------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from generation.providers.catalog import (
     ModelSpec,
     ProviderSpec,
 )
+from generation.selectors import QueuePlace, WaitingReason, queue_snapshot
 from generation.services.submit import JobSpec, ReferenceSpec
 
 
@@ -210,6 +211,11 @@ class JobErrorSerializer(serializers.Serializer):
 class JobSerializer(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField()
     queue_position = serializers.SerializerMethodField()
+    waiting_reason = serializers.SerializerMethodField(
+        help_text="Why a queued job waits: team_limit (its team runs as many jobs as its cap allows), "
+        "provider_limit (its provider is at its rate or concurrency limit) or capacity (its turn "
+        "for a free worker); null once it is not queued."
+    )
     inputs = serializers.SerializerMethodField()
     outputs = OutputSerializer(many=True, read_only=True)
     error = serializers.SerializerMethodField()
@@ -226,7 +232,7 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = GenerationJob
         fields = [
-            "id", "kind", "status", "progress", "queue_position", "prompt", "optimized_prompt",
+            "id", "kind", "status", "progress", "queue_position", "waiting_reason", "prompt", "optimized_prompt",
             "provider", "model", "params", "inputs", "outputs", "credits", "error", "attempts", "retry_of",
             "subject_key", "tab", "created_at", "started_at", "finished_at", "links",
         ]  # fmt: skip
@@ -242,7 +248,22 @@ class JobSerializer(serializers.ModelSerializer):
         }
 
     def get_queue_position(self, job: GenerationJob) -> int | None:
-        return job.queue_position()
+        place = self._queue_place(job)
+        return place.position if place is not None else None
+
+    @extend_schema_field(serializers.ChoiceField(choices=[reason.value for reason in WaitingReason], allow_null=True))
+    def get_waiting_reason(self, job: GenerationJob) -> str | None:
+        place = self._queue_place(job)
+        return place.waiting_reason.value if place is not None else None
+
+    def _queue_place(self, job: GenerationJob) -> QueuePlace | None:
+        """One snapshot of the queue per answer, read only if a job in it is queued."""
+        if job.status != GenerationJob.Status.QUEUED:
+            return None
+        snapshot = getattr(self, "_queue_snapshot", None)
+        if snapshot is None:
+            snapshot = self._queue_snapshot = queue_snapshot()
+        return snapshot.place(job)
 
     @extend_schema_field(JobInputsSerializer)
     def get_inputs(self, job: GenerationJob) -> dict:

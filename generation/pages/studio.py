@@ -26,6 +26,7 @@ from generation.pages.context import page_team, page_user
 from generation.pages.form_shape import form_shape, labelled_errors
 from generation.pages.limits import rate_limited, too_many_message, too_many_response
 from generation.pages.studio_form import FormResult, draft_from_post, form_errors, form_values, uploads_sent
+from generation.selectors import queue_snapshot
 from generation.services.lifecycle import job_cancel
 from generation.services.retry import job_retry
 from generation.services.studio import job_mark_seen, tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
@@ -110,7 +111,7 @@ def progress_context(request: HttpRequest, job: GenerationJob | None, tab: Studi
         "provider_percent": provider_percent,
         "operation_number": operation.get("index", job.completed_outputs) + 1,
         "poll_seconds": POLL_SECONDS,
-        "queue_position": job.queue_position(),
+        "queue_place": queue_snapshot().place(job) if job.status == GenerationJob.Status.QUEUED else None,
     }
 
 
@@ -314,11 +315,11 @@ def _progress_etag(request: HttpRequest, tab_id: int) -> str | None:
         )  # fmt: skip
         .first()
     )
-    position = ""
+    place = None
     if row is not None and row[2] == GenerationJob.Status.QUEUED:
-        ahead = GenerationJob.queued_ahead(team_id=row[0], created_at=row[5])
-        position = str(GenerationJob.objects.filter(ahead).count())
-    return hashlib.sha256(f"{row}|{position}".encode()).hexdigest()[:32]
+        job = GenerationJob.objects.only("id", "team_id", "status", "created_at", "provider", "model").get(id=row[1])
+        place = queue_snapshot().place(job)
+    return hashlib.sha256(f"{row}|{place}".encode()).hexdigest()[:32]
 
 
 @login_required

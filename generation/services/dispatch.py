@@ -1,8 +1,10 @@
-"""Publishing jobs to the broker. The broker only wakes workers; the job row is the truth.
+"""Waking workers through the broker. The broker only wakes workers; the job row is the truth.
 
-A publish is bounded by PUBLISH_TIMEOUT_SECONDS whatever the broker does (down, hung, slow): a
-submit answers quickly and a publish that did not make it is the rescuer's, which publishes
-again every queued job nobody claimed within JOB_REDISPATCH_AFTER_SECONDS.
+A message says "there may be a job to take" to the pool a job belongs to (the ordinary workers,
+or the quarantine worker for suspects); the woken worker asks the fair scheduler which job to run
+(scheduler.py), so the message's job id is only a note for the logs. A publish is bounded by
+PUBLISH_TIMEOUT_SECONDS whatever the broker does (down, hung, slow): a submit answers quickly and
+a wake-up that did not make it is the rescuer's (rescue.py, `_wake_idle_workers`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ logger = logging.getLogger(__name__)
 
 
 def job_dispatch(job_id: UUID | str, *, countdown: float = 0.0, suspect: bool = False) -> bool:
-    """Publish the job's task (to run no sooner than `countdown` s from now): a suspect's to the
-    quarantine queue, any other's to the jobs queue. On a broker that is down or hangs, log and
-    return False."""
+    """Wake a worker of the job's pool (no sooner than `countdown` s from now): the quarantine
+    queue for a suspect, the jobs queue for any other. On a broker that is down or hangs, log
+    and return False."""
     task = run_suspect_job if suspect else run_generation_job
     options = {"countdown": countdown} if countdown > 0 else {}
     try:

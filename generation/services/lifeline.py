@@ -16,7 +16,7 @@ Every tick (JOB_CANCEL_POLL_SECONDS) it
 
 A suspect job (its worker died under it before it delivered an image) runs only in the
 quarantine worker, which runs one job at a time: `claim(alone=True)` there, `alone=False` in
-ordinary workers, and a job on the wrong side is published to the right queue.
+ordinary workers; which job a claim takes is the fair scheduler's choice (scheduler.py).
 """
 
 from __future__ import annotations
@@ -29,24 +29,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from enum import StrEnum
 from uuid import UUID
 
 from django.conf import settings
 from django.db import connection
 from django.db.models import F, Q
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from generation.models import LEASE_RELEASED, GenerationJob, WorkerHeartbeat
 from generation.services.bounded import abandoned_calls_running
 from generation.services.dispatch import job_dispatch
 from generation.services.recovery import Interruption, job_requeue
+from generation.services.scheduler import job_claim_next
 
 logger = logging.getLogger(__name__)
-
-# How soon a job that may not run here now is offered again (a busy quarantine worker).
-DEFER_SECONDS = 1.0
 
 
 @dataclass
@@ -74,20 +71,6 @@ class HeldJob:
         self.wake.set()
 
 
-class Admission(StrEnum):
-    CLAIMED = "claimed"
-    DEFERRED = "deferred"  # claimable, but not here or not yet: publish again
-    NOT_CLAIMABLE = "not_claimable"  # finished, canceled or running elsewhere
-
-
-@dataclass(frozen=True)
-class ClaimResult:
-    admission: Admission
-    held: HeldJob | None = None
-    retry_in: float = 0.0
-    suspect: bool = False  # which queue to publish a deferred job to
-
-
 class Lifeline:
     _instance: Lifeline | None = None
     _instance_pid: int | None = None
@@ -102,6 +85,8 @@ class Lifeline:
         self._last_renewal = 0.0
         self._thread: threading.Thread | None = None
         self._for_life = False
+        self._pool = ""  # "jobs" or "suspects" in a worker process; "" in any other
+        self._slots = 0
 
     @classmethod
     def current(cls) -> Lifeline:
@@ -112,75 +97,40 @@ class Lifeline:
                 cls._instance_pid = os.getpid()
             return cls._instance
 
-    def run_for_life(self) -> None:
+    def run_for_life(self, *, pool: str, slots: int) -> None:
         """A worker process: beat from now until the process ends, jobs or not, so a worker
-        that is alive always looks alive."""
+        that is alive always looks alive; the beat says which pool it serves and its slots."""
+        self._pool, self._slots = pool, slots
         self._for_life = True
         self._ensure_thread()
 
     # -- claiming --------------------------------------------------------------------------
 
-    def claim(self, job_id: UUID | str, *, alone: bool = False) -> ClaimResult:
-        """Claim a queued job for this process: from the quarantine queue (`alone`) only a
-        suspect, from the ordinary queue only a job that is not one."""
-        job_id = str(job_id)
-        row = (
-            GenerationJob.objects.filter(id=job_id)
-            .values("status", "cancel_requested", "suspect_crashes", "run_after")
-            .first()
-        )
-        if row is None or row["status"] != GenerationJob.Status.QUEUED or row["cancel_requested"]:
-            return ClaimResult(Admission.NOT_CLAIMABLE)
-        suspect = row["suspect_crashes"] > 0
-        if self._stopping.is_set() or suspect != alone:
-            return ClaimResult(Admission.DEFERRED, suspect=suspect)  # to the queue it belongs in, now
-        now = timezone.now()
-        if row["run_after"] is not None and row["run_after"] > now:
-            return ClaimResult(Admission.DEFERRED, retry_in=(row["run_after"] - now).total_seconds(), suspect=suspect)
+    def claim(self, *, alone: bool = False, job_id: UUID | str | None = None) -> HeldJob | None:
+        """Claim the next job in the fair order (generation/services/scheduler.py) for this
+        process, or None when there is none it may take now: from the quarantine pool (`alone`)
+        only a suspect, and only when nothing else runs here; from the ordinary pool only jobs
+        that are not suspects. `job_id` restricts the choice to that job."""
+        if self._stopping.is_set():
+            return None
         with self._lock:
             if alone and self._held:
-                return ClaimResult(Admission.DEFERRED, retry_in=DEFER_SECONDS, suspect=suspect)
+                return None
             # Alone means nothing else could have killed the process: no other job, and no
             # abandoned call still running on a thread of its own.
-            held = HeldJob(
-                job_id=job_id,
-                token=secrets.token_hex(16),
-                alone=alone and abandoned_calls_running() == 0,
-                suspect=suspect,
-            )
-            held.expect_step(settings.JOB_LEASE_SECONDS)
-            self._held[job_id] = held
-        if not self._claim_row(job_id, held, row["suspect_crashes"]):
-            self.release(held)
-            return ClaimResult(Admission.NOT_CLAIMABLE)
+            ran_alone = alone and abandoned_calls_running() == 0
+        token = secrets.token_hex(16)
+        claimed = job_claim_next(suspects=alone, token=token, worker=self.name, ran_alone=ran_alone, job_id=job_id)
+        if claimed is None:
+            return None
+        held = HeldJob(job_id=claimed.job_id, token=token, alone=ran_alone, suspect=claimed.suspect)
+        held.expect_step(settings.JOB_LEASE_SECONDS)
+        with self._lock:
+            self._held[held.job_id] = held
         self._ensure_thread()
-        return ClaimResult(Admission.CLAIMED, held=held)
-
-    def _claim_row(self, job_id: str, held: HeldJob, suspect_crashes: int) -> bool:
-        """The conditional UPDATE that takes the job; it is ours only if exactly one row changed."""
-        now = timezone.now()
-        updated = (
-            GenerationJob.objects.filter(
-                id=job_id,
-                status=GenerationJob.Status.QUEUED,
-                cancel_requested=False,
-                suspect_crashes=suspect_crashes,
-            )
-            .filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
-            .update(
-                status=GenerationJob.Status.RUNNING,
-                lease_owner=held.token,
-                lease_worker=self.name,
-                lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
-                heartbeat_at=now,
-                attempts=F("attempts") + 1,
-                started_at=Coalesce(F("started_at"), now),
-                claim_completed=F("completed_outputs"),
-                ran_alone=held.alone,
-                run_after=None,
-            )
-        )
-        return updated == 1
+        if self._stopping.is_set():  # a SIGTERM between the claim and now: give it back at once
+            self._hand_over_all()
+        return held
 
     def release(self, held: HeldJob) -> None:
         """The job's thread is done with it (finished, queued again, lost or handed over)."""
@@ -293,13 +243,12 @@ class Lifeline:
     def _beat(self) -> None:
         now = timezone.now()
         running = len(self.held_jobs())
+        state = {"running_jobs": running, "pool": self._pool, "slots": self._slots}
         updated = WorkerHeartbeat.objects.filter(name=self.name).update(
-            beat_at=now, running_jobs=running, stopping=self._stopping.is_set()
+            beat_at=now, stopping=self._stopping.is_set(), **state
         )
         if not updated:
-            WorkerHeartbeat.objects.create(
-                name=self.name, started_at=now, beat_at=now, up_since=now, running_jobs=running
-            )
+            WorkerHeartbeat.objects.create(name=self.name, started_at=now, beat_at=now, up_since=now, **state)
 
     def _hand_over_all(self) -> None:
         """Give every lease back now: queued again, published, and the run not counted."""

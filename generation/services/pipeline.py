@@ -38,7 +38,6 @@ from generation.providers.base import (
 )
 from generation.providers.registry import get_provider
 from generation.services.bounded import StepInterrupted, StepTimeout, call_bounded
-from generation.services.dispatch import job_dispatch
 from generation.services.faults import DATABASE_OUTAGE_ERRORS, Backoff, InfrastructureFault, storage_part
 from generation.services.files import (
     archive_name_for,
@@ -51,7 +50,7 @@ from generation.services.files import (
 )
 from generation.services.inputs import JobInputs, job_inputs_prepare
 from generation.services.lifecycle import job_finish
-from generation.services.lifeline import Admission, HeldJob, Lifeline
+from generation.services.lifeline import HeldJob, Lifeline
 from generation.services.posters import clip_poster
 from generation.services.recovery import Interruption, job_requeue
 
@@ -64,8 +63,7 @@ PROVIDER_GRACE_SECONDS = 2.0
 
 
 class RunOutcome(StrEnum):
-    NOT_CLAIMED = "not_claimed"  # finished, canceled, or another worker has it
-    DEFERRED = "deferred"  # not here or not yet (backoff, a suspect's solo run, shutdown): published again
+    NOT_CLAIMED = "not_claimed"  # nothing this worker may take now (finished, running elsewhere, waiting its turn)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
@@ -79,24 +77,47 @@ class RunOutOfTime(Exception):
     pass
 
 
-def job_run(*, job_id: UUID | str, alone: bool = False) -> RunOutcome:
-    """Run a job to a terminal state, resuming at its first missing image.
+def jobs_work(*, alone: bool = False) -> int:
+    """What a worker thread does when a message wakes it: claim the next job in the fair order
+    (scheduler.py), run it, and claim again, until there is nothing this worker may take now
+    (or it is shutting down). A thread that finishes a job thus starts the next one itself,
+    without a message; a wake-up that finds nothing to take is simply dropped. Returns how
+    many jobs it ran."""
+    lifeline = Lifeline.current()
+    ran = 0
+    while True:
+        try:
+            held = lifeline.claim(alone=alone)
+        except DATABASE_OUTAGE_ERRORS as error:
+            # Nothing was claimed; once the database is back the rescuer wakes idle workers.
+            logger.warning("could not claim a job: database: %s", error)
+            connection.close()
+            return ran
+        if held is None:
+            return ran
+        _run_held(held, lifeline)
+        ran += 1
 
-    1. Claim it through this process's lifeline (or publish it again, to later or to the queue it
-       belongs in, or return NOT_CLAIMED: someone else has it, or it is finished). `alone`: this
-       is the quarantine worker, which runs suspects, one at a time, until their first image.
-    2. Make the images not yet delivered, in order (see `_run_claimed`).
-    3. Faults: our own parts failing pause the job with backoff; an unexpected error counts
+
+def job_run(*, job_id: UUID | str, alone: bool = False) -> RunOutcome:
+    """Run one given job to a terminal state (or until it is interrupted), if the scheduler's
+    rules let this worker take it now; NOT_CLAIMED otherwise. Workers run `jobs_work`; this is
+    the same path for one job, for operators' shells and the tests."""
+    lifeline = Lifeline.current()
+    held = lifeline.claim(alone=alone, job_id=job_id)
+    if held is None:
+        return RunOutcome.NOT_CLAIMED
+    return _run_held(held, lifeline)
+
+
+def _run_held(held: HeldJob, lifeline: Lifeline) -> RunOutcome:
+    """Run a claimed job, resuming at its first missing image.
+
+    1. Make the images not yet delivered, in order (see `_run_claimed`).
+    2. Faults: our own parts failing pause the job with backoff; an unexpected error counts
        against the job (it may be poison); both put it back in the queue (`job_requeue`).
     """
-    lifeline = Lifeline.current()
-    claim = lifeline.claim(job_id, alone=alone)
-    if claim.admission is Admission.DEFERRED:
-        job_dispatch(job_id, countdown=claim.retry_in, suspect=claim.suspect)
-        return RunOutcome.DEFERRED
-    if claim.held is None:
-        return RunOutcome.NOT_CLAIMED
-    held = claim.held
+    job_id = held.job_id
     try:
         return _run_claimed(held)
     except InfrastructureFault as fault:

@@ -18,9 +18,10 @@ from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
 from generation.models import GenerationJob, WorkerHeartbeat
-from generation.services.dispatch import job_dispatch_on_commit
+from generation.services.dispatch import job_dispatch
 from generation.services.lifecycle import job_finish
 from generation.services.recovery import Interruption, RequeueOutcome, job_requeue
+from generation.services.scheduler import claimable_count
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class RescueReport:
     requeued: int = 0
     failed: int = 0
     canceled: int = 0
-    redispatched: int = 0
+    redispatched: int = 0  # wake-ups published for jobs whose wake-up was lost
     waiting: int = 0  # stale leases left for a later pass (the database was just back)
 
 
@@ -45,8 +46,7 @@ def jobs_rescue() -> RescueReport:
     2. Running jobs whose lease expired a little while ago (`_rescue_stale`).
     3. Queued jobs with a cancel request (one that arrived while the job was being queued
        again): canceled.
-    4. Queued jobs that no worker claimed within JOB_REDISPATCH_AFTER_SECONDS of when they were
-       due (a lost message, a broker outage): published again.
+    4. Lost wake-ups (`_wake_idle_workers`).
     """
     db_up_since = _take_pass()
     if db_up_since is None:
@@ -65,27 +65,42 @@ def jobs_rescue() -> RescueReport:
         except Exception:  # noqa: BLE001 - one bad job must not stop the rescue of the others
             logger.exception("cancel of queued job %s failed; will try again next pass", job_id)
 
-    unclaimed_since = now - timedelta(seconds=settings.JOB_REDISPATCH_AFTER_SECONDS)
-    waiting = GenerationJob.objects.filter(
-        status=GenerationJob.Status.QUEUED, cancel_requested=False, dispatched_at__lt=unclaimed_since
-    ).values_list("id", "dispatched_at", "suspect_crashes")[:BATCH]
-    for job_id, dispatched_at, suspect_crashes in waiting:
-        try:
-            with transaction.atomic():
-                claimed = GenerationJob.objects.filter(
-                    id=job_id, status=GenerationJob.Status.QUEUED, dispatched_at=dispatched_at
-                ).update(dispatched_at=now)
-                if claimed:
-                    job_dispatch_on_commit(job_id, suspect=suspect_crashes > 0)
-        except Exception:  # noqa: BLE001 - one bad job must not stop the rescue of the others
-            logger.exception("re-publishing job %s failed; will try again next pass", job_id)
-            continue
-        report.redispatched += claimed
+    report.redispatched = _wake_idle_workers(now)
 
     WorkerHeartbeat.objects.filter(beat_at__lt=now - HEARTBEAT_RETENTION).exclude(name=RESCUER_ROW).delete()
     if report.requeued or report.failed or report.canceled or report.redispatched or report.waiting:
         logger.info("rescue: %s", report)
     return report
+
+
+def _wake_idle_workers(now: datetime) -> int:
+    """Publish the wake-ups that were lost, and only those.
+
+    Messages only wake workers (scheduler.py); a worker that finishes a job takes the next one
+    itself. A wake-up can still be lost: a publish during a broker outage, a message consumed
+    while every waiting job was held back by its team's cap or its provider's limit. So: when
+    jobs that could start now have waited JOB_REDISPATCH_AFTER_SECONDS while live workers of
+    their pool have free slots, publish one wake-up per such job, at most one per free slot.
+    Jobs that merely wait their turn (no free slot, a team at its cap, a provider at its limit)
+    get nothing, so the broker holds at most a small constant more messages than queued jobs,
+    however long they wait.
+    """
+    alive_since = now - timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    free_slots: dict[str, int] = {}
+    for pool, slots, running in WorkerHeartbeat.objects.filter(
+        beat_at__gte=alive_since, stopping=False, pool__in=("jobs", "suspects")
+    ).values_list("pool", "slots", "running_jobs"):
+        free_slots[pool] = free_slots.get(pool, 0) + max(0, slots - running)
+    due_before = now - timedelta(seconds=settings.JOB_REDISPATCH_AFTER_SECONDS)
+    woken = 0
+    for pool, free in free_slots.items():
+        if free <= 0:
+            continue
+        suspects = pool == "suspects"
+        waiting = claimable_count(suspects=suspects, due_before=due_before, limit=free)
+        for _ in range(waiting):
+            woken += job_dispatch("", suspect=suspects)
+    return woken
 
 
 def _take_pass() -> datetime | None:
