@@ -104,9 +104,9 @@ def job_claim_next(
     3. Take the first team in turn order, then its oldest job at an open provider, with a
        conditional UPDATE; record the team's turn.
     """
-    now = timezone.now()
     with transaction.atomic():
         _serialize_claims()
+        now = timezone.now()  # after the lock: claims start in the order they are made
         load = RunningLoad.read()
         candidates = claimable_jobs(suspects=suspects, now=now)
         if job_id is not None:
