@@ -59,8 +59,11 @@ def credits_account_lock(*, team_id: int) -> CreditAccount:
     """Lock the team's account row (creating the account on first use) until the caller's
     transaction ends. Every credit movement of the team waits here for the one before it; a
     submit takes it before it counts the team's active jobs, so that count cannot race either."""
-    CreditAccount.objects.get_or_create(team_id=team_id)
-    return CreditAccount.objects.select_for_update().get(team_id=team_id)
+    account = CreditAccount.objects.select_for_update().filter(team_id=team_id).first()
+    if account is None:  # the team's first movement: one query more, once
+        CreditAccount.objects.get_or_create(team_id=team_id)
+        account = CreditAccount.objects.select_for_update().get(team_id=team_id)
+    return account
 
 
 @transaction.atomic
