@@ -6,6 +6,7 @@ a typo in production configuration must stop the process at start, not change it
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -133,3 +134,21 @@ def env_provider_limits(name: str, default: str) -> dict[tuple[str, str], tuple[
             int(concurrent) if concurrent else None,
         )
     return limits
+
+
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Comma-separated addresses or networks (`10.0.0.0/8, 192.0.2.7, 2001:db8::/48`); an address
+    is a network of one (/32 or /128). Empty when unset."""
+    value = _raw(name)
+    if value is None:
+        return []
+    networks = []
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"Environment variable {name} must list addresses or networks like 10.0.0.0/8 or 192.0.2.7, "
+                f"not {entry!r}."
+            ) from None
+    return networks

@@ -8,6 +8,7 @@ One URL variable switches each server on (`DATABASE_URL`, `CELERY_BROKER_URL`, `
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from config.env import (
     env_float,
     env_int,
     env_list,
+    env_networks,
     env_provider_limits,
     env_rate,
     env_str,
@@ -150,7 +152,7 @@ CACHE_URL = env_str("CACHE_URL", "")
 if CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "config.cache.RedisCache",  # Django's, with one client per pool
             "LOCATION": CACHE_URL,
             "KEY_PREFIX": "atelier",
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
@@ -350,9 +352,22 @@ GENERATION_DEFAULT_PROVIDER = env_choice(
 )
 GENERATION_MAX_OUTPUTS = 10
 # Per-provider (and per-model) request rates and concurrent calls, shared by every worker
-# (generation/services/limiter.py): `openai=60/min:20,openai/gpt-image-1-mini=120/min`.
+# (generation/services/limiter.py): `openai=60/min:20,openai/gpt-image-1-mini=120/min`;
+# `gemini=-:10` limits only concurrent jobs. A call keeps both its model's and its provider's
+# limits; calls are paced evenly (60/min is one a second), since providers enforce per-minute
+# limits over shorter periods too. The state is shared through Redis (CACHE_URL, else a redis
+# broker) or, without Redis, the database. Empty (the default) limits nothing and costs nothing:
+# the right numbers are the account's own (a provider's tiers differ a thousandfold), and a
+# provider without a limit here is still protected by its 429s, retried with backoff.
 # {(provider, model or ""): (requests per minute or None, concurrent calls or None)}
 PROVIDER_LIMITS = env_provider_limits("PROVIDER_LIMITS", "")
+# A call that must wait this long or less for its turn waits in its worker's thread; a longer wait
+# puts the job back in the queue until its turn (not counted as an attempt), so the worker's slot
+# runs another provider's job meanwhile, and the scheduler passes over the provider's jobs.
+PROVIDER_LIMIT_MAX_INLINE_WAIT_SECONDS = env_float("PROVIDER_LIMIT_MAX_INLINE_WAIT_SECONDS", 2.0, minimum=0.0)
+# A 429 under a limit halves that limit's rate for every worker (no call before its Retry-After);
+# the slowdown then halves every this many seconds, back towards the configured rate.
+PROVIDER_LIMIT_RECOVERY_SECONDS = env_float("PROVIDER_LIMIT_RECOVERY_SECONDS", 60.0, minimum=0.1)
 # A claimed job's lease; the worker renews it every third of this while it works.
 JOB_LEASE_SECONDS = env_float("JOB_LEASE_SECONDS", 30.0, minimum=2.0)
 # A queued job that could run but that no worker claimed within this window, while workers have
@@ -560,6 +575,25 @@ if env_bool("CSP_REPORT_ONLY", False):
     CONTENT_SECURITY_POLICY_REPORT_ONLY = _content_security_policy
 else:
     CONTENT_SECURITY_POLICY = _content_security_policy
+
+# --- Operators' metrics (GET /metrics: config/metrics_endpoint.py) -------------------------------
+# Who may scrape: a bearer token and/or an allow-list of client addresses or networks (read as the
+# rate limits read them, TRUSTED_PROXY_COUNT hops into X-Forwarded-For; an IPv6 client counts by
+# its /64). Every check that is set must pass; with neither set the endpoint is off (404), since
+# no default is safe: behind a proxy on the same machine every request comes from 127.0.0.1.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("Environment variable METRICS_TOKEN must be at least 32 characters.")
+METRICS_ALLOWED_IPS = env_networks("METRICS_ALLOWED_IPS")
+# What only workers observe (time per image, provider errors, rate-limit waits, rescues, time to
+# start) each process writes to files in this folder (prometheus_client's multiprocess mode); a
+# scrape sums every process's files. prometheus_client picks that mode when it is first imported,
+# so the variable is put in the environment here, before any Atelier module imports it (a value
+# set by the start-up script wins). The folder must be emptied before the machine's processes
+# start, never while they run (docs/architecture.md, "Operators' metrics").
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
 
 LOGGING = {
     "version": 1,

@@ -7,10 +7,13 @@ from rest_framework.permissions import AllowAny
 from accounts import pages as account_pages
 from config.api_docs import api_docs_view
 from config.api_errors import json_bad_request, json_not_found, json_server_error
+from config.metrics_endpoint import metrics_view
 from credits.views import credits_page
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # The Prometheus scrape, for operators (METRICS_TOKEN / METRICS_ALLOWED_IPS; off without them).
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include("generation.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path("api/docs/", api_docs_view, name="api-docs"),

@@ -334,6 +334,25 @@ class TeamTurn(models.Model):
         return f"turn of team {self.team_id}"
 
 
+class ProviderRateState(models.Model):
+    """The shared state of one provider rate limit (generation/services/limiter.py) when there is
+    no Redis: one row per limited key (`openai/` for the provider, `openai/gpt-image-2` for a
+    model), updated under a row lock. Times are Unix seconds of the workers' clocks."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    # The earliest moment of the next call (GCRA's theoretical arrival time).
+    next_call_at = models.FloatField(default=0.0)
+    # The slowdown after a 429 (the interval's multiplier) as it was at `slowed_at`; it halves
+    # every PROVIDER_LIMIT_RECOVERY_SECONDS from then on.
+    slowdown = models.FloatField(default=1.0)
+    slowed_at = models.FloatField(default=0.0)
+    # 429s before this come from calls sent before the last slowdown: they do not slow again.
+    calm_until = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return f"rate of {self.key}"
+
+
 class WorkerHeartbeat(models.Model):
     """A process that takes part in running jobs: a worker (one row per process), or the rescuer.
 

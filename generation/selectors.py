@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
+from uuid import UUID
 
-from django.db.models import Case, Count, Max, Min, OuterRef, Prefetch, QuerySet, Subquery, When
+from django.db.models import (
+    Case,
+    Count,
+    JSONField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from accounts.models import Team, User
+from config.db import JSONArrayAgg, JSONRow
 from credits.models import LedgerEntry
+from credits.services import JobCredits, job_credits
 from generation.models import ACTIVE_STATUSES, FINISHED_STATUSES, GeneratedOutput, GenerationJob, JobReference, Look
 from generation.services.scheduler import RunningLoad, team_cap, turn_order_key
 
@@ -98,10 +115,47 @@ def queue_snapshot() -> QueueSnapshot:
     return snapshot
 
 
-def job_queryset_for_team(team: Team) -> QuerySet[GenerationJob]:
-    """The team's jobs with everything the job representation shows, in a fixed number of queries
-    (each queued job's place in its team's order included, as a subquery rather than a count per
-    job: `QueueSnapshot.place` turns it into the place in the fair order)."""
+@dataclass(frozen=True)
+class JobInputLink:
+    """A reference or the sketch of a job, as the job representation shows it."""
+
+    id: int
+    asset_id: UUID
+    weight: float
+    role: str
+
+
+SHOWN_INPUT_ROLES = (JobReference.Role.REFERENCE, JobReference.Role.SKETCH)  # a mask is not shown
+# What the API, the job page and the progress panel show of an output, carried in the job's row.
+OUTPUT_ROW_FIELDS = (
+    "index",
+    "file",
+    "poster",
+    "mime",
+    "width",
+    "height",
+    "bytes",
+    "provider_report",
+    "carried_from_id",
+)
+
+
+def _output_rows() -> Subquery:
+    """A job's outputs as one JSON array in the job's own row: a poll reads one row whatever the
+    image count, and the ETag and the answer are drawn from the same read."""
+    rows = (
+        GeneratedOutput.objects.filter(job_id=OuterRef("pk"))
+        .order_by()
+        .values("job_id")
+        .annotate(rows=JSONArrayAgg(JSONRow(**{name: name for name in OUTPUT_ROW_FIELDS})))
+        .values("rows")
+    )
+    return Subquery(rows)
+
+
+def _queued_ahead_count() -> Case:
+    """A queued job's place in its team's order (`queued_ahead_count`), as a subquery rather than
+    a count per job: `QueueSnapshot.place` turns it into the place in the fair order."""
     queued_ahead = (
         GenerationJob.objects.filter(
             GenerationJob.queued_ahead(team_id=OuterRef("team_id"), created_at=OuterRef("created_at"))
@@ -111,21 +165,103 @@ def job_queryset_for_team(team: Team) -> QuerySet[GenerationJob]:
         .annotate(n=Count("id"))
         .values("n")
     )
-    return (
-        GenerationJob.objects.filter(team=team)
+    return Case(When(status=GenerationJob.Status.QUEUED, then=Coalesce(Subquery(queued_ahead), 0)), default=None)
+
+
+@cache
+def _job_rows() -> QuerySet[GenerationJob]:
+    """The annotated queryset of `job_queryset_for_team`, built once per process: resolving its
+    subqueries costs more than running them. Only ever cloned (filtered), never evaluated."""
+    input_links = (
+        JobReference.objects.filter(job_id=OuterRef("pk"), role__in=SHOWN_INPUT_ROLES)
+        .order_by()
+        .values("job_id")
+        .annotate(rows=JSONArrayAgg(JSONRow(id="id", asset_id="asset_id", weight="weight", role="role")))
+        .values("rows")
+    )
+    ledger_totals = (
+        LedgerEntry.objects.filter(job_id=OuterRef("pk"))
+        .order_by()
+        .values("job_id")
         .annotate(
-            queued_ahead_count=Case(
-                When(status=GenerationJob.Status.QUEUED, then=Coalesce(Subquery(queued_ahead), 0)),
-                default=None,
+            totals=JSONRow(
+                **{
+                    kind.value: Sum("held_delta", filter=Q(kind=kind), default=0)
+                    for kind in (LedgerEntry.Kind.HOLD, LedgerEntry.Kind.CAPTURE, LedgerEntry.Kind.RELEASE)
+                }
             )
         )
-        .select_related("source_asset")
-        .prefetch_related(
-            Prefetch("outputs", queryset=GeneratedOutput.objects.order_by("index")),
-            Prefetch("reference_links", queryset=JobReference.objects.order_by("id")),
-            Prefetch("ledger_entries", queryset=LedgerEntry.objects.only("id", "job_id", "kind", "held_delta")),
-        )
+        .values("totals")
     )
+    return GenerationJob.objects.annotate(
+        queued_ahead_count=_queued_ahead_count(),
+        output_rows=_output_rows(),
+        input_link_rows=Subquery(input_links),
+        ledger_totals=Subquery(ledger_totals, output_field=JSONField()),
+    ).select_related("source_asset")
+
+
+def job_queryset_for_team(team: Team) -> QuerySet[GenerationJob]:
+    """The team's jobs, each row carrying everything the job representation shows, in one query
+    whatever the number of jobs and images: its outputs (`job_outputs_of`), its source asset, its
+    references and sketch (`job_input_links`), its ledger's totals (`job_credits_of`), and a
+    queued job's place in its team's order. The status poll answers a 304 from this row."""
+    return _job_rows().filter(team=team)
+
+
+def job_input_links(job: GenerationJob) -> list[JobInputLink]:
+    """The job's references and sketch in the order they were given, from its row when
+    `job_queryset_for_team` read it."""
+    if hasattr(job, "input_link_rows"):
+        rows = job.input_link_rows or []
+    else:
+        rows = list(job.reference_links.filter(role__in=SHOWN_INPUT_ROLES).values("id", "asset_id", "weight", "role"))
+    links = [
+        # SQLite's JSON holds a UUID as 32 hex digits, PostgreSQL's with dashes: UUID() reads both.
+        JobInputLink(id=row["id"], asset_id=UUID(str(row["asset_id"])), weight=row["weight"], role=row["role"])
+        for row in rows
+    ]
+    return sorted(links, key=lambda link: link.id)
+
+
+def job_credits_of(job: GenerationJob) -> JobCredits:
+    """The job's credits, from its row when `job_queryset_for_team` read it. Captures and releases
+    take from what is held, hence their sign (credits.services.job_credits)."""
+    if not hasattr(job, "ledger_totals"):
+        return job_credits(job.id)
+    totals = job.ledger_totals or {}  # null: no entry yet
+    return JobCredits(
+        held=totals.get(LedgerEntry.Kind.HOLD, 0),
+        captured=-totals.get(LedgerEntry.Kind.CAPTURE, 0),
+        released=-totals.get(LedgerEntry.Kind.RELEASE, 0),
+    )
+
+
+def tab_progress_job(*, tab_id: int, user: User) -> GenerationJob | None:
+    """The newest job of a person's studio tab (in a team they belong to) with what its progress
+    panel shows, outputs included, in one query whatever the image count: the poll's ETag and its
+    panel are both drawn from it."""
+    return (
+        GenerationJob.objects.filter(tab_id=tab_id, tab__user=user, tab__team__memberships__user=user)
+        .select_related("tab")
+        .annotate(queued_ahead_count=_queued_ahead_count(), output_rows=_output_rows())
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def job_outputs_of(job: GenerationJob) -> list[GeneratedOutput]:
+    """The job's outputs by index, from its row when `job_queryset_for_team` or `tab_progress_job`
+    read it (unsaved instances: for showing, not for saving), else read now."""
+    if not hasattr(job, "output_rows"):
+        return list(job.outputs.all())  # ordered by index (the model's ordering)
+    outputs = []
+    for row in job.output_rows or []:
+        report = row["provider_report"]
+        if isinstance(report, str):  # SQLite's JSON_OBJECT embeds a JSON column as its text
+            report = json.loads(report)
+        outputs.append(GeneratedOutput(job_id=job.id, **{**row, "provider_report": report}))
+    return sorted(outputs, key=lambda output: output.index)
 
 
 def job_list_for_team(

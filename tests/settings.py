@@ -38,6 +38,10 @@ _TEST_DEFAULTS = {
 }
 for _name, _value in _TEST_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
+# prometheus_client's multiprocess files of every process the run starts (generation/metrics.py):
+# a folder of the run's own, so it is empty when the first process starts, as the library asks;
+# never one given from outside, which could hold an earlier run's counts.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(TEST_VAR_DIR, "prometheus")
 
 from config.settings import *  # noqa: E402,F403
 

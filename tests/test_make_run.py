@@ -15,7 +15,8 @@ import requests
 from tests.processes import ROOT, free_port, wait_until
 
 EMBEDDED_OVERRIDES = ("DATABASE_URL", "CELERY_BROKER_URL", "ATELIER_VAR_DIR", "MEDIA_ROOT", "DJANGO_SETTINGS_MODULE",
-                      "VIRTUAL_ENV", "TEST_REDIS_URL", "LOCAL_PROVIDER_LATENCY_MS")  # fmt: skip
+                      "VIRTUAL_ENV", "TEST_REDIS_URL", "LOCAL_PROVIDER_LATENCY_MS",
+                      "PROMETHEUS_MULTIPROC_DIR")  # fmt: skip
 
 
 def test_make_run_from_a_fresh_clone_serves_the_api_and_runs_a_job(tmp_path: Path, capsys):

@@ -153,13 +153,13 @@ def test_the_progress_poll_is_a_few_queries_whatever_the_image_count_and_304_whe
     assert first.status_code == second.status_code == 200
     assert "9 of 10" in second.content.decode()
     assert 'hx-trigger="every 1s"' in second.content.decode()  # still polling while running
-    assert len(many_images) == len(few_images) <= 10
+    assert len(many_images) == len(few_images) <= 4
 
     with CaptureQueriesContext(connection) as unchanged:
         not_modified = client.get(url, headers={"If-None-Match": second["ETag"]})
     assert not_modified.status_code == 304
     assert not_modified.content == b""
-    assert len(unchanged) < len(many_images)
+    assert len(unchanged) <= len(many_images)  # the ETag is drawn from the row the panel needs anyway
 
 
 def test_the_poll_stops_when_the_job_is_finished_and_marks_it_seen(alice, browser_of):

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
-from typing import Any
+import copy
+import hashlib
+from typing import Any, cast
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils.http import quote_etag
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from config.serializers import FROM_STRINGS as FROM_STRINGS  # the pages and views import it from here
 from config.serializers import StrictSerializer
-from credits.services import job_credits_from_entries
 from generation.models import GeneratedOutput, GenerationJob, InputAsset, JobReference, Look, StudioTab
 from generation.prompts import STYLE_PRESETS
 from generation.providers.catalog import (
@@ -23,7 +25,16 @@ from generation.providers.catalog import (
     ModelSpec,
     ProviderSpec,
 )
-from generation.selectors import QueuePlace, WaitingReason, queue_snapshot
+from generation.routes import job_route
+from generation.selectors import (
+    JobInputLink,
+    QueuePlace,
+    WaitingReason,
+    job_credits_of,
+    job_input_links,
+    job_outputs_of,
+    queue_snapshot,
+)
 from generation.services.submit import JobSpec, ReferenceSpec
 
 
@@ -116,10 +127,39 @@ class AssetUploadSerializer(StrictSerializer):
 
 
 def _absolute(request: Any, path: str) -> str:
-    return request.build_absolute_uri(path) if request is not None else path
+    if request is None:
+        return path
+    # The scheme and host are checked (ALLOWED_HOSTS) once per request, not once per link.
+    origin = getattr(request, "_atelier_origin", None)
+    if origin is None:
+        origin = request._atelier_origin = request.build_absolute_uri("/")[:-1]
+    return origin + path  # reverse() quoted the path already
 
 
-class OutputSerializer(serializers.ModelSerializer):
+class ModelAnswerSerializer(serializers.ModelSerializer):
+    # A read-only ModelSerializer whose fields are worked out from the model once per class, not
+    # once per answer: DRF builds them for every instance (and deep-copies the declared ones),
+    # which cost more than the rest of a job's answer. Each instance still gets fields of its own
+    # to bind, as a field keeps its parent (and so the request's context): a plain field is copied
+    # (what it shares, its choices and validators, is only read); a field holding other fields (a
+    # nested serializer, a list or dict field's child) is deep-copied, as DRF does.
+    # (A comment, not a docstring: the schema would show it as each answer's description.)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        built = type(self).__dict__.get("_fields_built")
+        if built is None:
+            built = super().get_fields()  # the same for every instance: Meta and declared fields
+            type(self)._fields_built = built  # type: ignore[attr-defined]
+        return {
+            name: copy.deepcopy(field) if isinstance(field, _HOLDS_FIELDS) else copy.copy(field)
+            for name, field in built.items()
+        }
+
+
+_HOLDS_FIELDS = (serializers.BaseSerializer, serializers.ListField, serializers.DictField)
+
+
+class OutputSerializer(ModelAnswerSerializer):
     index = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
     poster_url = serializers.SerializerMethodField()
@@ -134,6 +174,20 @@ class OutputSerializer(serializers.ModelSerializer):
         fields = ["index", "url", "mime", "width", "height", "bytes", "poster_url", "provider_report"]
         read_only_fields = fields  # an answer only: every field is always there
 
+    def to_representation(self, output: GeneratedOutput) -> dict[str, Any]:
+        # A poll answers every output every second: the values are read straight rather than
+        # through a field each. The declared fields stay the schema; a test holds the two alike.
+        return {
+            "index": self.get_index(output),
+            "url": self.get_url(output),
+            "mime": output.mime,
+            "width": output.width,
+            "height": output.height,
+            "bytes": output.bytes,
+            "poster_url": self.get_poster_url(output),
+            "provider_report": output.provider_report,
+        }
+
     def get_index(self, output: GeneratedOutput) -> int:
         return output.index + 1  # people count images from 1, like the zip's image-1.png
 
@@ -146,15 +200,15 @@ class OutputSerializer(serializers.ModelSerializer):
         """A clip's first frame (null for images)."""
         if not output.poster:
             return None
-        path = reverse("api:job-output-poster", kwargs={"job_id": output.job_id, "number": output.index + 1})
+        path = job_route("job-output-poster", output.job_id, output.index + 1)
         return _absolute(self.context.get("request"), path)
 
 
 def output_url(output: GeneratedOutput) -> str:
-    return reverse("api:job-output", kwargs={"job_id": output.job_id, "number": output.index + 1})
+    return job_route("job-output", output.job_id, output.index + 1)
 
 
-class AssetSerializer(serializers.ModelSerializer):
+class AssetSerializer(ModelAnswerSerializer):
     url = serializers.SerializerMethodField()
 
     class Meta:
@@ -208,7 +262,7 @@ class JobErrorSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(ModelAnswerSerializer):
     progress = serializers.SerializerMethodField()
     queue_position = serializers.SerializerMethodField()
     waiting_reason = serializers.SerializerMethodField(
@@ -217,7 +271,7 @@ class JobSerializer(serializers.ModelSerializer):
         "for a free worker); null once it is not queued."
     )
     inputs = serializers.SerializerMethodField()
-    outputs = OutputSerializer(many=True, read_only=True)
+    outputs = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
     credits = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
@@ -257,27 +311,25 @@ class JobSerializer(serializers.ModelSerializer):
         return place.waiting_reason.value if place is not None else None
 
     def _queue_place(self, job: GenerationJob) -> QueuePlace | None:
-        """One snapshot of the queue per answer, read only if a job in it is queued."""
-        if job.status != GenerationJob.Status.QUEUED:
-            return None
-        snapshot = getattr(self, "_queue_snapshot", None)
-        if snapshot is None:
-            snapshot = self._queue_snapshot = queue_snapshot()
-        return snapshot.place(job)
+        return queue_place(job, cast("dict[str, Any]", self.context))  # the dict given, shared with job_etag
+
+    @extend_schema_field(OutputSerializer(many=True))
+    def get_outputs(self, job: GenerationJob) -> list[dict]:
+        return OutputSerializer(job_outputs_of(job), many=True, context=self.context).data  # type: ignore[return-value]
 
     @extend_schema_field(JobInputsSerializer)
     def get_inputs(self, job: GenerationJob) -> dict:
         request = self.context.get("request")
         source = job.source_asset
 
-        def described(link: JobReference) -> dict:
+        def described(link: JobInputLink) -> dict:
             return {
                 "asset_id": str(link.asset_id),
                 "url": _absolute(request, reverse("api:asset-content", kwargs={"asset_id": link.asset_id})),
                 "weight": link.weight,
             }
 
-        links = list(job.reference_links.all())
+        links = job_input_links(job)
         sketch = next((link for link in links if link.role == JobReference.Role.SKETCH), None)
         return {
             "source": AssetSerializer(source, context=self.context).data if source else None,
@@ -287,7 +339,7 @@ class JobSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(JobCreditsSerializer)
     def get_credits(self, job: GenerationJob) -> dict[str, int]:
-        totals = job_credits_from_entries(list(job.ledger_entries.all()))
+        totals = job_credits_of(job)
         return {
             "per_output": job.credits_per_output,
             "held": totals.held,
@@ -308,11 +360,39 @@ class JobSerializer(serializers.ModelSerializer):
     )
     def get_links(self, job: GenerationJob) -> dict[str, str]:
         request = self.context.get("request")
-        routes = {"self": "job-detail", "cancel": "job-cancel", "retry": "job-retry", "download": "job-download"}
-        return {
-            name: _absolute(request, reverse(f"api:{route}", kwargs={"job_id": job.id}))
-            for name, route in routes.items()
-        }
+        return {name: _absolute(request, job_route(route, job.id)) for name, route in JOB_LINKS.items()}
+
+
+JOB_LINKS = {"self": "job-detail", "cancel": "job-cancel", "retry": "job-retry", "download": "job-download"}
+
+
+def queue_place(job: GenerationJob, context: dict[str, Any]) -> QueuePlace | None:
+    """A queued job's place, from one snapshot of the queue per answer (kept in the serializer's
+    context), read only if a job in the answer is queued."""
+    if job.status != GenerationJob.Status.QUEUED:
+        return None
+    snapshot = context.get("queue_snapshot")
+    if snapshot is None:
+        snapshot = context["queue_snapshot"] = queue_snapshot()
+    return snapshot.place(job)
+
+
+def job_etag(job: GenerationJob, context: dict[str, Any]) -> str:
+    """The version of JobSerializer's answer for a job read by `job_queryset_for_team`, from that row
+    alone (no query of its own but the queue snapshot for a queued job). The rest of the answer is
+    fixed at submit or moves with these: an output is recorded with completed_outputs, its
+    capture with it, a release with the status; a heartbeat or a lease renewal changes nothing shown."""
+    credits = job_credits_of(job)
+    place = queue_place(job, context)
+    version = (
+        _absolute(context.get("request"), "/"),  # the links are absolute: one version per host
+        job.id, job.status, job.completed_outputs, job.total_outputs, job.attempts, job.error_code,
+        job.error_message, job.tab_id, job.retry_of_id, job.started_at, job.finished_at,
+        job.provider_operation.get("progress") if job.is_active else None,
+        credits.held, credits.captured, credits.released,
+        (place.position, place.waiting_reason.value) if place is not None else None,
+    )  # fmt: skip
+    return quote_etag(hashlib.sha256(repr(version).encode()).hexdigest()[:32])
 
 
 class LookSerializer(serializers.ModelSerializer):

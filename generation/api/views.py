@@ -8,6 +8,7 @@ from uuid import UUID
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.utils.cache import get_conditional_response
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
@@ -35,11 +36,18 @@ from generation.api.serializers import (
     JobSerializer,
     LookSerializer,
     ProviderCatalogSerializer,
+    job_etag,
 )
 from generation.errors import IdempotencyConflict, InvalidJobStatus, NothingToDownload, ValidationFailed
 from generation.models import GeneratedOutput, GenerationJob, InputAsset, Look
 from generation.providers.catalog import configured_providers
-from generation.selectors import activity_for_user, job_list_for_team, job_queryset_for_team, look_list_for_team
+from generation.selectors import (
+    activity_for_user,
+    job_list_for_team,
+    job_outputs_of,
+    job_queryset_for_team,
+    look_list_for_team,
+)
 from generation.services.assets import asset_upload
 from generation.services.files import SPOOL_BYTES, archive_write, output_filename, stored_name
 from generation.services.lifecycle import activity_mark_seen, job_cancel
@@ -56,8 +64,24 @@ def _job_for_team(request: Request, job_id: UUID) -> GenerationJob:
     return get_object_or_404(job_queryset_for_team(request_team(request)), id=job_id)
 
 
+IF_NONE_MATCH = OpenApiParameter(
+    "If-None-Match",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="The `ETag` of an earlier answer: a 304 with no body when the job has not changed since",
+)
+ETAG = OpenApiParameter(
+    "ETag",
+    str,
+    OpenApiParameter.HEADER,
+    response=[200, 304],
+    description="The version of the job's answer, for `If-None-Match`",
+)
+
+
 def _job_response(request: Request, job: GenerationJob, status_code: int) -> Response:
-    job = _job_for_team(request, job.id)  # reload with its outputs and inputs prefetched
+    job = _job_for_team(request, job.id)  # reload with all the answer shows, in one query
     response = Response(JobSerializer(job, context={"request": request}).data, status=status_code)
     response["Location"] = request.build_absolute_uri(f"/api/v1/jobs/{job.id}")
     return response
@@ -163,10 +187,26 @@ class JobEstimateView(APIView):
 
 
 class JobDetailView(APIView):
-    @extend_schema(responses=JobSerializer, summary="One job with its progress and outputs")
-    def get(self, request: Request, job_id: UUID) -> Response:
-        job = _job_for_team(request, job_id)
-        return Response(JobSerializer(job, context={"request": request}).data)
+    @extend_schema(
+        parameters=[IF_NONE_MATCH, ETAG],
+        responses={
+            200: JobSerializer,
+            304: OpenApiResponse(description="The job has not changed since the answer of the `If-None-Match` ETag"),
+        },
+        summary="One job with its progress and outputs",
+        description="A poll sends the last answer's `ETag` in `If-None-Match`: while nothing shown has changed "
+        "the answer is a 304 with no body. Answers are `Cache-Control: private, no-store`, so a browser or "
+        "proxy keeps no copy: the client keeps the body and the ETag itself.",
+    )
+    def get(self, request: Request, job_id: UUID) -> HttpResponseBase:
+        job = _job_for_team(request, job_id)  # one row with all the answer shows, outputs included
+        context = {"request": request}
+        etag = job_etag(job, context)
+        response = get_conditional_response(request, etag=etag)
+        if response is None:
+            response = Response(JobSerializer(job, context=context).data)
+        response["ETag"] = etag
+        return response
 
 
 class JobCancelView(APIView):
@@ -239,7 +279,7 @@ class JobDownloadView(APIView):
             return _stream_from_storage(
                 request, stored_name(job.archive), filename=filename, content_type="application/zip", as_attachment=True
             )
-        outputs = list(job.outputs.all())
+        outputs = job_outputs_of(job)
         if not outputs:
             raise NothingToDownload("The job has no images yet.", details={"status": job.status})
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - FileResponse closes it

@@ -51,21 +51,24 @@ class ActivityNotice:
 
 
 def page_context(request: HttpRequest) -> dict:
-    """Context processor: lazy, so a partial or an anonymous page pays nothing."""
+    """Context processor: lazy, so a partial or an anonymous page pays nothing (the status poll's
+    panel does not even look up the team)."""
     if not request.user.is_authenticated:
         return {}
-    team = current_team(request)
-    if team is None:
-        return {}
 
-    def balance() -> CreditAccount:
-        return CreditAccount.objects.get_or_create(team=team)[0]
+    def balance() -> CreditAccount | None:
+        team = current_team(request)
+        return CreditAccount.objects.get_or_create(team=team)[0] if team is not None else None
+
+    def notice() -> ActivityNotice | None:
+        team = current_team(request)
+        return ActivityNotice(page_user(request), team) if team is not None else None
 
     return {
-        "team": team,
+        "team": SimpleLazyObject(lambda: current_team(request)),  # false for a person in no team
         "user_teams": SimpleLazyObject(
             lambda: list(Team.objects.filter(memberships__user=page_user(request)).order_by("name"))
         ),
         "credit_account": SimpleLazyObject(balance),
-        "activity_notice": SimpleLazyObject(lambda: ActivityNotice(page_user(request), team)),
+        "activity_notice": SimpleLazyObject(notice),
     }

@@ -26,7 +26,8 @@ from generation.pages.context import page_team, page_user
 from generation.pages.form_shape import form_shape, labelled_errors
 from generation.pages.limits import rate_limited, too_many_message, too_many_response
 from generation.pages.studio_form import FormResult, draft_from_post, form_errors, form_values, uploads_sent
-from generation.selectors import queue_snapshot
+from generation.routes import job_route
+from generation.selectors import QueuePlace, job_outputs_of, queue_snapshot, tab_progress_job
 from generation.services.lifecycle import job_cancel
 from generation.services.retry import job_retry
 from generation.services.studio import job_mark_seen, tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
@@ -67,12 +68,12 @@ class OutputView:
 
 
 def output_view(output: GeneratedOutput) -> OutputView:
-    route = {"job_id": output.job_id, "number": output.index + 1}
+    number = output.index + 1
     return OutputView(
         output=output,
-        number=output.index + 1,
-        url=reverse("api:job-output", kwargs=route),
-        poster_url=reverse("api:job-output-poster", kwargs=route) if output.poster else "",
+        number=number,
+        url=job_route("job-output", output.job_id, number),
+        poster_url=job_route("job-output-poster", output.job_id, number) if output.poster else "",
         is_clip=output.mime.startswith("video/"),
     )
 
@@ -84,13 +85,24 @@ def elapsed_text(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _queue_place(request: HttpRequest, job: GenerationJob) -> QueuePlace | None:
+    """A queued job's place in the fair order, from one snapshot of the queue per request (the
+    poll's ETag and its panel share it)."""
+    if job.status != GenerationJob.Status.QUEUED:
+        return None
+    snapshot = getattr(request, "_atelier_queue_snapshot", None)
+    if snapshot is None:
+        snapshot = request._atelier_queue_snapshot = queue_snapshot()  # type: ignore[attr-defined]
+    return snapshot.place(job)
+
+
 def progress_context(request: HttpRequest, job: GenerationJob | None, tab: StudioTab | None = None) -> dict:
     """The progress panel: the outputs so far, the places of those to come, and honest progress:
     the queue position while queued; while running, for how long (since the job started), and
     the provider's own percentage of the output it is making when it reports one (Veo does)."""
     if job is None:
         return {"job": None, "tab": tab, "outputs": [], "pending": range(0), "poll_seconds": POLL_SECONDS}
-    outputs = [output_view(output) for output in job.outputs.order_by("index")]
+    outputs = [output_view(output) for output in job_outputs_of(job)]
     running = job.status == GenerationJob.Status.RUNNING
     operation = job.provider_operation if running else {}
     provider_percent = operation.get("progress")
@@ -111,7 +123,7 @@ def progress_context(request: HttpRequest, job: GenerationJob | None, tab: Studi
         "provider_percent": provider_percent,
         "operation_number": operation.get("index", job.completed_outputs) + 1,
         "poll_seconds": POLL_SECONDS,
-        "queue_place": queue_snapshot().place(job) if job.status == GenerationJob.Status.QUEUED else None,
+        "queue_place": _queue_place(request, job),
     }
 
 
@@ -293,42 +305,44 @@ def _draft_refused(request: HttpRequest, tab: StudioTab, error: QuotaExceeded) -
     return _render_tab(request, tab, status=error.status_code)
 
 
+def _polled_job(request: HttpRequest, tab_id: int) -> GenerationJob | None:
+    """The tab's current job as its panel shows it, read once per poll (one query): the ETag and
+    the panel are both drawn from it."""
+    if not hasattr(request, "_atelier_polled_job"):
+        request._atelier_polled_job = tab_progress_job(tab_id=tab_id, user=page_user(request))  # type: ignore[attr-defined]
+    return request._atelier_polled_job  # type: ignore[attr-defined]
+
+
 def _progress_etag(request: HttpRequest, tab_id: int) -> str | None:
-    """What the panel shows, in one small query: a poll that finds nothing new gets a 304."""
+    """What the panel shows, from the job's row: a poll that finds nothing new gets a 304."""
     if not request.user.is_authenticated:
         return None
-    row = (
-        GenerationJob.objects.filter(tab_id=tab_id, tab__user=request.user)
-        .order_by("-created_at")
-        .values_list(
-            "team_id",
-            "id",
-            "status",
-            "completed_outputs",
-            "cancel_requested",
-            "created_at",
-            "outage_since",
-            # The running time ticks in the page (app.js), not here: a poll stays a 304 until
-            # something else changes, such as the provider's own progress.
-            "started_at",
-            "provider_operation",
-        )  # fmt: skip
-        .first()
-    )
-    place = None
-    if row is not None and row[2] == GenerationJob.Status.QUEUED:
-        job = GenerationJob.objects.only("id", "team_id", "status", "created_at", "provider", "model").get(id=row[1])
-        place = queue_snapshot().place(job)
-    return hashlib.sha256(f"{row}|{place}".encode()).hexdigest()[:32]
+    job = _polled_job(request, tab_id)
+    if job is None:
+        return None  # no job (nothing polls then), or not the person's tab: the view answers
+    shown = (
+        job.team_id, job.id, job.status, job.completed_outputs, job.cancel_requested, job.created_at,
+        job.outage_since,
+        # The running time ticks in the page (app.js), not here: a poll stays a 304 until
+        # something else changes, such as the provider's own progress.
+        job.started_at, job.provider_operation,
+    )  # fmt: skip
+    return hashlib.sha256(f"{shown}|{_queue_place(request, job)}".encode()).hexdigest()[:32]
 
 
 @login_required
 @require_GET
 @condition(etag_func=_progress_etag)
 def tab_progress(request: HttpRequest, tab_id: int) -> HttpResponse:
-    tab = _tab(request, tab_id)
-    job = tab_current_job(tab)
-    if job is not None:
+    job = _polled_job(request, tab_id)
+    tab: StudioTab | None
+    if job is None:
+        # The person's own tab in a team of theirs, with no job yet; anyone else's is "not found".
+        tab = get_object_or_404(
+            StudioTab, id=tab_id, user=page_user(request), team__memberships__user=page_user(request)
+        )
+    else:
+        tab = job.tab
         # The poll showed the job finishing in front of the person: no "while you were away" for it.
         job_mark_seen(job=job, user=page_user(request))
     # Like every signed-in page it is sent no-store (config/cache_control.py): the browser keeps

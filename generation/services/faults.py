@@ -94,6 +94,15 @@ def outage_message(part: str) -> str:
     )
 
 
+def rate_starved_message() -> str:
+    hours = settings.JOB_OUTAGE_BUDGET_SECONDS / 3600
+    span = f"{hours:.1f} hours" if hours >= 1 else f"{settings.JOB_OUTAGE_BUDGET_SECONDS:.0f} seconds"
+    return (
+        f"The provider's rate limit left the job no turn for over {span}. Nothing was charged for images "
+        "it did not make and the ones it made are kept; retry it later to make the rest."
+    )
+
+
 def poison_message(crashes: int) -> str:
     return (
         f"This job stopped the worker running it {crashes} times in a row before it could deliver an image, "

@@ -25,6 +25,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from credits.services import credits_capture
+from generation.metrics import count_provider_error, observe_image_made, observe_rate_limit_wait
 from generation.models import GeneratedOutput, GenerationJob
 from generation.providers import errors as provider_errors
 from generation.providers.base import (
@@ -51,6 +52,7 @@ from generation.services.files import (
 from generation.services.inputs import JobInputs, job_inputs_prepare
 from generation.services.lifecycle import job_finish
 from generation.services.lifeline import HeldJob, Lifeline
+from generation.services.limiter import rate_slow_down, rate_take
 from generation.services.posters import clip_poster
 from generation.services.recovery import Interruption, job_requeue
 
@@ -71,10 +73,20 @@ class RunOutcome(StrEnum):
     PAUSED = "paused"  # one of our parts failed; queued again with backoff
     HANDED_OVER = "handed_over"  # this worker is shutting down; another one continues
     CLEARED = "cleared"  # a suspect delivered an image in quarantine; back to the ordinary workers
+    RATE_LIMITED = "rate_limited"  # its provider's rate limit has no turn for a while; queued again for it
 
 
 class RunOutOfTime(Exception):
     pass
+
+
+class ProviderTurnLater(Exception):
+    """The provider's rate limit gives the next call no turn for longer than a worker waits in
+    its thread: the job goes back to the queue until then (`wait_seconds`)."""
+
+    def __init__(self, wait_seconds: float) -> None:
+        super().__init__(f"the provider's next turn is in {wait_seconds:.1f}s")
+        self.wait_seconds = wait_seconds
 
 
 def jobs_work(*, alone: bool = False) -> int:
@@ -120,6 +132,8 @@ def _run_held(held: HeldJob, lifeline: Lifeline) -> RunOutcome:
     job_id = held.job_id
     try:
         return _run_claimed(held)
+    except ProviderTurnLater as later:
+        return _requeue(held, lifeline, Interruption.RATE_LIMITED, wait_seconds=later.wait_seconds)
     except InfrastructureFault as fault:
         logger.warning("job %s paused: %s", job_id, fault)
         return _requeue(held, lifeline, Interruption.OUTAGE, fault.part)
@@ -135,16 +149,24 @@ def _run_held(held: HeldJob, lifeline: Lifeline) -> RunOutcome:
         lifeline.release(held)
 
 
-def _requeue(held: HeldJob, lifeline: Lifeline, interruption: Interruption, part: str = "") -> RunOutcome:
+def _requeue(
+    held: HeldJob, lifeline: Lifeline, interruption: Interruption, part: str = "", wait_seconds: float = 0.0
+) -> RunOutcome:
     """Queue the job again; if the database is still away, the lifeline keeps its lease and does
     it once the database answers (a live worker's job is never taken for a dead one's)."""
     try:
-        job_requeue(job_id=held.job_id, fence=Q(lease_owner=held.token), interruption=interruption, part=part)
+        job_requeue(
+            job_id=held.job_id,
+            fence=Q(lease_owner=held.token),
+            interruption=interruption,
+            part=part,
+            wait_seconds=wait_seconds,
+        )
     except DATABASE_OUTAGE_ERRORS:
         logger.warning("job %s could not be queued again now; its worker's lifeline will", held.job_id)
         connection.close()
         lifeline.park(held, interruption, part)
-    return RunOutcome.PAUSED
+    return RunOutcome.RATE_LIMITED if interruption is Interruption.RATE_LIMITED else RunOutcome.PAUSED
 
 
 def _run_claimed(held: HeldJob) -> RunOutcome:
@@ -178,6 +200,7 @@ def _run_claimed(held: HeldJob) -> RunOutcome:
             return stop
         if time.monotonic() > deadline:
             return _out_of_time(held, index)
+        making_since = time.monotonic()
         try:
             result = _make_output(job, provider, _output_request(job, index, inputs), held, deadline)
         except PermanentProviderError as error:
@@ -196,6 +219,7 @@ def _run_claimed(held: HeldJob) -> RunOutcome:
             return _out_of_time(held, index)
         if not _record_output(job, index, result, held):
             return RunOutcome.LEASE_LOST
+        observe_image_made(job.provider, time.monotonic() - making_since, model=job.model)
         if held.suspect and len(delivered) + 1 < job.total_outputs:
             job_requeue(job_id=held.job_id, fence=Q(lease_owner=held.token), interruption=Interruption.CLEARED)
             return RunOutcome.CLEARED
@@ -333,7 +357,7 @@ def _make_output(
 ) -> ProviderOutput:
     if job.kind in provider.long_running_kinds:
         return _run_operation(job, provider, request, held, deadline)
-    return _call_provider(provider.generate, request, held, deadline)
+    return _call_provider(provider.generate, request, held, deadline, provider_name=provider.name)
 
 
 def _run_operation(
@@ -355,7 +379,7 @@ def _run_operation(
     while True:
         operation = job.provider_operation if job.provider_operation.get("index") == request.index else {}
         if not operation:
-            name = _call_provider(provider.start, request, held, deadline)
+            name = _call_provider(provider.start, request, held, deadline, provider_name=provider.name)
             operation = {"index": request.index, "name": name, "started_at": timezone.now().isoformat()}
             _record_operation(job, held, operation)
         try:
@@ -382,7 +406,9 @@ def _poll_until_done(
         seconds=settings.PROVIDER_OPERATION_TIMEOUT_SECONDS
     )
     while True:
-        status: OperationStatus = _call_provider(lambda r: provider.poll(r, name), request, held, deadline)
+        status: OperationStatus = _call_provider(
+            lambda r: provider.poll(r, name), request, held, deadline, provider_name=provider.name
+        )
         if status.done:
             if status.output is None:
                 raise OperationLost("The provider finished the operation without a result.")
@@ -412,13 +438,18 @@ def _record_operation(job: GenerationJob, held: HeldJob, operation: dict) -> Non
     job.provider_operation = operation
 
 
-def _call_provider(call: Callable[[OutputRequest], T], request: OutputRequest, held: HeldJob, deadline: float) -> T:
+def _call_provider(
+    call: Callable[[OutputRequest], T], request: OutputRequest, held: HeldJob, deadline: float, *, provider_name: str
+) -> T:
     """Call the provider within bounds; on a transient error (or a call that overran its timeout
     and was abandoned, uncharged) wait (exponential backoff with jitter, or the provider's
     Retry-After) and try again, at most JOB_MAX_IMAGE_RETRIES times. A cancel, a lost lease or a
-    shutdown interrupts both the call and the wait."""
+    shutdown interrupts both the call and the wait. Every call first takes its turn under the
+    provider's rate limits (`_wait_for_provider_turn`); a 429 slows the limit down for every
+    worker, and where the limiter paces the provider its next turn is the retry's wait."""
     retries = settings.JOB_MAX_IMAGE_RETRIES
     for attempt in range(retries + 1):
+        _wait_for_provider_turn(provider_name, request.model, held, deadline)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise RunOutOfTime
@@ -440,26 +471,47 @@ def _call_provider(call: Callable[[OutputRequest], T], request: OutputRequest, h
             raise  # the operation is gone: a new one must be started, not this call repeated
         except TransientProviderError as transient:
             error = transient
-        except (PermanentProviderError, StepInterrupted):
+        except PermanentProviderError as permanent:
+            count_provider_error(provider_name, permanent.code)
+            raise
+        except StepInterrupted:
             raise
         except Exception as leaked:  # noqa: BLE001 - an SDK's own network error, unwrapped by its adapter
             logger.warning("job %s output %d: provider call raised %r", held.job_id, request.index + 1, leaked)
             error = provider_errors.unexpected()
+        count_provider_error(provider_name, error.code)
+        paced = error.code == provider_errors.RATE_LIMITED and rate_slow_down(
+            provider_name, request.model, retry_after=error.retry_after
+        )
         if attempt == retries:
             raise error
-        delay = Backoff.for_provider_retries().delay(attempt, error.retry_after)
+        delay = 0.0 if paced else Backoff.for_provider_retries().delay(attempt, error.retry_after)
         logger.info(
-            "job %s output %d: %s (%s); retry %d/%d in %.1fs",
+            "job %s output %d: %s (%s); retry %d/%d %s",
             held.job_id,
             request.index + 1,
             error.code,
             error.message,
             attempt + 1,
             retries,
-            delay,
+            "at its turn under the rate limit" if paced else f"in {delay:.1f}s",
         )
         _wait_before_retry(held, delay)
     raise AssertionError("unreachable")
+
+
+def _wait_for_provider_turn(provider_name: str, model: str, held: HeldJob, deadline: float) -> None:
+    """Book the call's turn under its provider's rate limits (generation/services/limiter.py)
+    and wait for it here when it is due within PROVIDER_LIMIT_MAX_INLINE_WAIT_SECONDS (a cancel,
+    a lost lease or a shutdown interrupts the wait); a later turn is not booked and raises
+    ProviderTurnLater, which puts the job back in the queue until then, so this worker slot runs
+    another job meanwhile."""
+    wait = rate_take(provider_name, model)
+    observe_rate_limit_wait(provider_name, wait)
+    if wait > settings.PROVIDER_LIMIT_MAX_INLINE_WAIT_SECONDS or time.monotonic() + wait >= deadline:
+        raise ProviderTurnLater(wait)
+    if wait > 0:
+        _wait_before_retry(held, wait)
 
 
 def _wait_before_retry(held: HeldJob, delay: float) -> None:

@@ -7,18 +7,26 @@ worker) alike; the rule is in docs/architecture.md ("Who caused a fault").
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Max, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from generation.models import LEASE_RELEASED, GenerationJob
+from generation.providers import errors as provider_errors
 from generation.services.dispatch import job_dispatch_on_commit
-from generation.services.faults import Backoff, outage_budget_spent, outage_message, poison_message
+from generation.services.faults import (
+    Backoff,
+    outage_budget_spent,
+    outage_message,
+    poison_message,
+    rate_starved_message,
+)
 from generation.services.lifecycle import job_finish
 
 logger = logging.getLogger(__name__)
@@ -33,6 +41,9 @@ class Interruption(StrEnum):
     JOB_ERROR = "job_error"
     # One of our parts failed under a live worker (database, storage), or a step hung.
     OUTAGE = "outage"
+    # Its provider's rate limit has no turn for it for a while (limiter.py): it waits in the
+    # queue, not in a worker's slot. Nobody's fault: nothing counted, the attempt given back.
+    RATE_LIMITED = "rate_limited"
 
 
 class RequeueOutcome(StrEnum):
@@ -43,7 +54,13 @@ class RequeueOutcome(StrEnum):
 
 
 def job_requeue(
-    *, job_id: UUID | str, fence: Q, interruption: Interruption, part: str = "", death_number: int | None = None
+    *,
+    job_id: UUID | str,
+    fence: Q,
+    interruption: Interruption,
+    part: str = "",
+    death_number: int | None = None,
+    wait_seconds: float = 0.0,
 ) -> RequeueOutcome:
     """Queue a running job again after `interruption`, with backoff, or end it.
 
@@ -59,6 +76,8 @@ def job_requeue(
     JOB_ERROR (an unexpected error in its own run; it killed nothing) counts towards
        JOB_POISON_CRASHES directly, without making the job a suspect.
     4. OUTAGE: a pause with backoff, bounded only by the outage budget (time without an image).
+    5. RATE_LIMITED: queued again to run after `wait_seconds` (its turn under its provider's rate
+       limit), with nothing counted and its attempt given back, as on a shutdown's hand-over.
     Every change is fenced by `fence` (the lease the caller holds or saw expire).
     """
     now = timezone.now()
@@ -79,6 +98,18 @@ def job_requeue(
         progressed = job.completed_outputs > job.claim_completed
         if interruption is Interruption.CLEARED or (interruption is Interruption.WORKER_DIED and progressed):
             pass
+        elif interruption is Interruption.RATE_LIMITED:
+            if _starved_by_rate_limit(job, now):
+                job_finish(
+                    job_id=job.id,
+                    fence=fence,
+                    status=GenerationJob.Status.FAILED,
+                    error_code=provider_errors.RATE_LIMITED,
+                    error_message=rate_starved_message(),
+                )
+                return RequeueOutcome.FAILED
+            changes["attempts"] = Greatest(F("attempts") - 1, 0)
+            delay = max(0.0, wait_seconds)
         elif interruption is Interruption.JOB_ERROR:
             crashes_alone = job.crashes_alone + 1
             if crashes_alone >= settings.JOB_POISON_CRASHES:
@@ -123,7 +154,9 @@ def job_requeue(
         )
         suspect = int(changes.get("suspect_crashes", job.suspect_crashes)) > 0  # type: ignore[call-overload]
         job_dispatch_on_commit(job.id, countdown=delay, suspect=suspect)
-    logger.warning(
+    logger.log(
+        # Waiting for a provider's turn is routine under a rate limit, not a fault.
+        logging.INFO if interruption is Interruption.RATE_LIMITED else logging.WARNING,
         "job %s %s%s; queued again in %.1fs (image %d of %d next)",
         job_id,
         interruption.value,
@@ -133,6 +166,14 @@ def job_requeue(
         job.total_outputs,
     )
     return RequeueOutcome.REQUEUED
+
+
+def _starved_by_rate_limit(job: GenerationJob, now: datetime) -> bool:
+    """A provider that answers 429 for ever would keep handing a job back for ever: waiting for
+    turns is bounded, like an outage, by JOB_OUTAGE_BUDGET_SECONDS without a new image."""
+    last_image = job.outputs.filter(carried_from__isnull=True).aggregate(at=Max("created_at"))["at"]
+    since = last_image or job.started_at or job.created_at
+    return now - since > timedelta(seconds=settings.JOB_OUTAGE_BUDGET_SECONDS)
 
 
 def _fail_poison(job: GenerationJob, fence: Q, interruption: Interruption, crashes: int) -> None:

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
+from generation.metrics import RescueKind, count_rescue
 from generation.models import GenerationJob, WorkerHeartbeat
 from generation.services.dispatch import job_dispatch
 from generation.services.lifecycle import job_finish
@@ -68,6 +69,10 @@ def jobs_rescue() -> RescueReport:
     report.redispatched = _wake_idle_workers(now)
 
     WorkerHeartbeat.objects.filter(beat_at__lt=now - HEARTBEAT_RETENTION).exclude(name=RESCUER_ROW).delete()
+    count_rescue(RescueKind.REQUEUED, report.requeued)
+    count_rescue(RescueKind.FAILED, report.failed)
+    count_rescue(RescueKind.CANCELED, report.canceled)
+    count_rescue(RescueKind.REDISPATCHED, report.redispatched)
     if report.requeued or report.failed or report.canceled or report.redispatched or report.waiting:
         logger.info("rescue: %s", report)
     return report

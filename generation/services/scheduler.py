@@ -22,17 +22,20 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Min, Q, QuerySet
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
+from accounts.models import Team
+from generation.metrics import observe_job_started
 from generation.models import GenerationJob, TeamTurn
-from generation.services.limiter import concurrency_saturated, rate_blocked
+from generation.services.limiter import concurrency_saturated, rate_blocked, rate_blocked_keys
 
 # pg_advisory_xact_lock's key for "a job is being claimed" (any number unique in the project).
 CLAIM_LOCK_KEY = 0x41544C43  # "ATLC"
@@ -98,76 +101,149 @@ def job_claim_next(
     quarantine pool (`suspects`), and mark it running under the lease `token`; None when
     nothing may start now. `job_id` restricts the choice to that one job (same rules).
 
-    1. Serialize with every other claim; count the running jobs per team and provider.
-    2. Group the claimable jobs by team and provider key; drop the keys at their limit and the
-       teams at their cap.
-    3. Take the first team in turn order, then its oldest job at an open provider, with a
-       conditional UPDATE; record the team's turn.
+    1. Ask the rate limiter which providers have no turn soon (Redis or the database; before
+       the lock, so the lock is never held across it).
+    2. Serialize with every other claim.
+    3. One statement picks and takes the job (`_CLAIM_SQL`: running jobs counted per team and
+       provider, teams at their cap and providers at their limit left out, teams in turn, a
+       team's oldest job first) and returns it; one more records the team's turn. Holding the
+       lock for two statements, not a dozen, keeps claims from queueing behind each other when
+       a hundred threads of one process share its interpreter.
     """
+    blocked = rate_blocked_keys()
     with transaction.atomic():
         _serialize_claims()
         now = timezone.now()  # after the lock: claims start in the order they are made
-        load = RunningLoad.read()
-        candidates = claimable_jobs(suspects=suspects, now=now)
-        if job_id is not None:
-            candidates = candidates.filter(id=job_id)
-        groups = (
-            candidates.order_by()
-            .values("team_id", "provider", "model")
-            .annotate(
-                oldest=Min("created_at"),
-                served=Max("team__turn__last_served_at"),
-                cap=Max("team__quota_running_jobs"),
+        db_now = connection.ops.adapt_datetimefield_value(now)
+        sql, params = _claim_statement(suspects=suspects, job_id=job_id, blocked=blocked)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql,
+                [
+                    *params,
+                    db_now,  # run_after
+                    settings.TEAM_MAX_RUNNING_JOBS,
+                    GenerationJob.Status.RUNNING,
+                    token,
+                    worker,
+                    connection.ops.adapt_datetimefield_value(now + timedelta(seconds=settings.JOB_LEASE_SECONDS)),
+                    db_now,  # heartbeat_at
+                    db_now,  # started_at on a first start
+                    ran_alone,
+                    db_now,  # is this its first start?
+                ],
             )
-        )
-        teams: dict[int, dict] = {}
-        blocked: set[tuple[str, str]] = set()
-        for group in groups:
-            key = (group["provider"], group["model"])
-            if key in blocked or load.provider_blocked(*key):
-                blocked.add(key)
-                continue
-            if load.per_team[group["team_id"]] >= team_cap(group["cap"]):
-                continue
-            team = teams.setdefault(group["team_id"], dict(group))
-            team["oldest"] = min(team["oldest"], group["oldest"])
-        for team_id in sorted(teams, key=lambda t: turn_order_key(teams[t]["served"], teams[t]["oldest"])):
-            open_jobs = candidates.filter(team_id=team_id)
-            for provider, model in blocked:
-                open_jobs = open_jobs.exclude(provider=provider, model=model)
-            job = open_jobs.order_by("created_at", "id").values("id", "suspect_crashes").first()
-            if job is not None and _take(job["id"], token=token, worker=worker, ran_alone=ran_alone, now=now):
-                if not TeamTurn.objects.filter(team_id=team_id).update(last_served_at=now):
-                    TeamTurn.objects.create(team_id=team_id, last_served_at=now)
-                return ClaimedJob(job_id=str(job["id"]), suspect=job["suspect_crashes"] > 0)
-    return None
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            claimed_id, team_id, suspect_crashes, provider, created_at, first_start = row
+            cursor.execute(_TURN_SQL.format(turn=TeamTurn._meta.db_table), [team_id, db_now])
+    if first_start:  # a rerun after a pause or a rescue is not a new wait
+        waited = (now - _as_datetime(created_at)).total_seconds()
+        observe_job_started(waited, provider=provider)
+    return ClaimedJob(job_id=str(UUID(str(claimed_id))), suspect=suspect_crashes > 0)
+
+
+# The claim, in SQL that PostgreSQL and SQLite both run. Its parameters: the limits and the
+# blocked providers (`_claim_statement`), then now, the default team cap, and the values the
+# UPDATE writes.
+_CLAIM_SQL = """
+WITH running AS (
+    SELECT team_id, provider, model, COUNT(*) AS n FROM {job} WHERE status = 'running'
+    GROUP BY team_id, provider, model
+), team_load AS (
+    SELECT team_id, SUM(n) AS n FROM running GROUP BY team_id
+), limits (provider, model, most) AS (
+    VALUES {limit_rows}
+), saturated AS (
+    SELECT l.provider, l.model FROM limits l
+    WHERE l.most <= (
+        SELECT COALESCE(SUM(r.n), 0) FROM running r
+        WHERE r.provider = l.provider AND (l.model = '' OR r.model = l.model)
+    )
+), blocked (provider, model) AS (
+    VALUES {blocked_rows}
+), candidates AS (
+    SELECT j.id, j.team_id, j.created_at FROM {job} j
+    JOIN {team} t ON t.id = j.team_id
+    LEFT JOIN team_load tl ON tl.team_id = j.team_id
+    WHERE j.status = 'queued' AND j.cancel_requested = {false} AND {pool} {one_job}
+      AND (j.run_after IS NULL OR j.run_after <= %s)
+      AND COALESCE(tl.n, 0) < COALESCE(t.quota_running_jobs, %s)
+      AND NOT EXISTS (
+          SELECT 1 FROM saturated s WHERE s.provider = j.provider AND (s.model = '' OR s.model = j.model)
+      )
+      AND NOT EXISTS (
+          SELECT 1 FROM blocked b WHERE b.provider = j.provider AND (b.model = '' OR b.model = j.model)
+      )
+), oldest AS (
+    SELECT team_id, MIN(created_at) AS at FROM candidates GROUP BY team_id
+), picked AS (
+    SELECT c.id FROM candidates c
+    JOIN oldest o ON o.team_id = c.team_id
+    LEFT JOIN {turn} tt ON tt.team_id = c.team_id
+    ORDER BY CASE WHEN tt.last_served_at IS NULL THEN 0 ELSE 1 END, COALESCE(tt.last_served_at, o.at),
+             o.at, c.team_id, c.created_at, c.id
+    LIMIT 1
+)
+UPDATE {job} SET
+    status = %s, lease_owner = %s, lease_worker = %s, lease_expires_at = %s, heartbeat_at = %s,
+    attempts = attempts + 1, started_at = COALESCE(started_at, %s), claim_completed = completed_outputs,
+    ran_alone = %s, run_after = NULL
+WHERE id = (SELECT id FROM picked) AND status = 'queued'
+RETURNING id, team_id, suspect_crashes, provider, created_at, CASE WHEN started_at = %s THEN 1 ELSE 0 END
+"""
+
+_TURN_SQL = """
+INSERT INTO {turn} (team_id, last_served_at) VALUES (%s, %s)
+ON CONFLICT (team_id) DO UPDATE SET last_served_at = excluded.last_served_at
+"""
+
+# A row that matches no job: VALUES lists cannot be empty.
+_NO_MATCH = ("", "", 0)
+
+
+def _claim_statement(
+    *, suspects: bool, job_id: UUID | str | None, blocked: list[tuple[str, str]]
+) -> tuple[str, list[Any]]:
+    limits = [
+        (provider, model, concurrent)
+        for (provider, model), (_, concurrent) in settings.PROVIDER_LIMITS.items()
+        if concurrent is not None
+    ] or [_NO_MATCH]
+    blocked_rows = [(provider, model) for provider, model in blocked] or [_NO_MATCH[:2]]
+    params: list[Any] = [value for row in limits for value in row]
+    params += [value for row in blocked_rows for value in row]
+    one_job = ""
+    if job_id is not None:
+        one_job = "AND j.id = %s"
+        params.append(GenerationJob._meta.pk.get_db_prep_value(job_id, connection))  # type: ignore[union-attr]
+    sql = _CLAIM_SQL.format(
+        job=GenerationJob._meta.db_table,
+        team=Team._meta.db_table,
+        turn=TeamTurn._meta.db_table,
+        limit_rows=", ".join(["(CAST(%s AS VARCHAR(20)), CAST(%s AS VARCHAR(60)), CAST(%s AS INTEGER))"] * len(limits)),
+        blocked_rows=", ".join(["(CAST(%s AS VARCHAR(20)), CAST(%s AS VARCHAR(60)))"] * len(blocked_rows)),
+        false="FALSE" if connection.vendor == "postgresql" else "0",
+        pool="j.suspect_crashes > 0" if suspects else "j.suspect_crashes = 0",
+        one_job=one_job,
+    )
+    return sql, params
+
+
+def _as_datetime(value: object) -> datetime:
+    """A timestamp as the database returned it: aware (PostgreSQL), or naive UTC or a string
+    (SQLite)."""
+    parsed = value if isinstance(value, datetime) else parse_datetime(str(value))
+    if parsed is None:
+        raise ValueError(f"not a timestamp: {value!r}")
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
 def _serialize_claims() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_KEY])
-
-
-def _take(job_id: UUID, *, token: str, worker: str, ran_alone: bool, now: datetime) -> bool:
-    """The conditional UPDATE that takes the job; it is ours only if exactly one row changed."""
-    updated = (
-        GenerationJob.objects.filter(id=job_id, status=GenerationJob.Status.QUEUED, cancel_requested=False)
-        .filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
-        .update(
-            status=GenerationJob.Status.RUNNING,
-            lease_owner=token,
-            lease_worker=worker,
-            lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
-            heartbeat_at=now,
-            attempts=F("attempts") + 1,
-            started_at=Coalesce(F("started_at"), now),
-            claim_completed=F("completed_outputs"),
-            ran_alone=ran_alone,
-            run_after=None,
-        )
-    )
-    return updated == 1
 
 
 def claimable_count(*, suspects: bool, due_before: datetime, limit: int) -> int:

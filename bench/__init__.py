@@ -1,0 +1,1 @@
+"""Atelier's benchmarks (`make bench`): see bench/README.md."""
