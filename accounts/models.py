@@ -5,6 +5,7 @@ from typing import ClassVar
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
@@ -69,7 +70,7 @@ class Team(models.Model):
     quota_studio_tabs = models.PositiveIntegerField(null=True, blank=True)
     quota_draft_kb = models.PositiveIntegerField(null=True, blank=True)
     # The cap on running jobs (TEAM_MAX_RUNNING_JOBS): bigger plans get more at once.
-    quota_running_jobs = models.PositiveIntegerField(null=True, blank=True)
+    quota_running_jobs = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
 
     def __str__(self) -> str:
         return self.name

@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+import redis
 from django.db import connection
 from django.utils import timezone
 
@@ -255,10 +256,15 @@ def test_rescuer_finishes_a_dead_job_that_was_asked_to_cancel_as_canceled(alice)
 
 def test_rescuer_wakes_a_free_worker_for_a_queued_job_that_lost_its_wake_up(alice, settings):
     job = new_job(alice)
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.flushdb()  # no wake-up of this job (nor any other) is left in the broker
     long_ago = timezone.now() - timedelta(seconds=settings.JOB_REDISPATCH_AFTER_SECONDS + 5)
     GenerationJob.objects.filter(id=job.id).update(dispatched_at=long_ago)
     assert rescue_pass().redispatched == 0  # no live worker with a free slot: nobody to wake
     WorkerHeartbeat.objects.create(name="worker-a", pool="jobs", slots=4, running_jobs=3)
     assert rescue_pass().redispatched == 1  # one free slot, one job waiting: one wake-up
+    # The wake-up is still in the broker (that worker's consumer stalled): no second one.
+    assert rescue_pass().redispatched == 0
+    broker.flushdb()
     WorkerHeartbeat.objects.filter(name="worker-a").update(running_jobs=4)
     assert rescue_pass().redispatched == 0  # every slot busy: the job merely waits its turn

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from generation.checks import provider_limits_name_known_models
 from generation.models import GenerationJob
 from generation.selectors import WaitingReason, queue_snapshot
 from generation.services.scheduler import job_claim_next
@@ -106,3 +107,12 @@ def test_the_queue_position_is_the_place_in_the_fair_order(alice, charlie):
     # The order a worker will take them in: a1 c1 a2 c2 a3.
     assert [position(job) for job in mine] == [1, 3, 5]
     assert [position(job) for job in theirs] == [2, 4]
+
+
+def test_a_misspelled_provider_or_model_in_provider_limits_stops_the_start(settings):
+    settings.PROVIDER_LIMITS = {("opneai", ""): (60.0, None), ("openai", "gpt-image-9"): (5.0, None)}
+
+    errors = provider_limits_name_known_models()
+
+    assert [error.id for error in errors] == ["generation.E001", "generation.E002"]
+    assert "opneai" in errors[0].msg and "gpt-image-9" in errors[1].msg

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
+from kombu.exceptions import ChannelError
 
 from generation.services.bounded import StepTimeout, call_bounded
 from generation.tasks import run_generation_job, run_suspect_job
@@ -42,6 +43,29 @@ def job_dispatch(job_id: UUID | str, *, countdown: float = 0.0, suspect: bool = 
         logger.warning("Could not publish job %s, the rescuer will retry: %s", job_id, error)
         return False
     return True
+
+
+def pool_queue_length(*, suspect: bool) -> int | None:
+    """Wake-ups waiting in a pool's queue (the quarantine's for `suspect`), or None when the broker
+    does not answer within PUBLISH_TIMEOUT_SECONDS. Kombu asks the transport itself (the length of
+    the Redis list, the files of the filesystem transport's folder)."""
+    task = run_suspect_job if suspect else run_generation_job
+    queue = "suspects" if suspect else "jobs"
+
+    def read() -> int:
+        with task.app.connection_for_read() as connection:
+            try:
+                return int(connection.default_channel.queue_declare(queue=queue, passive=True).message_count)
+            except ChannelError as error:
+                if "NOT_FOUND" in str(error):
+                    return 0  # no worker has declared the queue yet (a new broker): nothing waits in it
+                raise
+
+    try:
+        return call_bounded(read, timeout=settings.PUBLISH_TIMEOUT_SECONDS, what="queue length")
+    except Exception as error:  # noqa: BLE001 - unknown is an answer: the caller decides without it
+        logger.warning("Could not read the length of the %s queue: %s", queue, error)
+        return None
 
 
 def job_dispatch_on_commit(job_id: UUID | str, *, countdown: float = 0.0, suspect: bool = False) -> None:

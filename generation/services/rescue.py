@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from generation.metrics import RescueKind, count_rescue
 from generation.models import GenerationJob, WorkerHeartbeat
-from generation.services.dispatch import job_dispatch
+from generation.services.dispatch import job_dispatch, pool_queue_length
 from generation.services.lifecycle import job_finish
 from generation.services.recovery import Interruption, RequeueOutcome, job_requeue
 from generation.services.scheduler import claimable_count
@@ -103,8 +103,17 @@ def _wake_idle_workers(now: datetime) -> int:
             continue
         suspects = pool == "suspects"
         waiting = claimable_count(suspects=suspects, due_before=due_before, limit=free)
-        for _ in range(waiting):
-            woken += job_dispatch("", suspect=suspects)
+        if waiting <= 0:
+            continue
+        # Wake-ups still in the broker reach a free slot by themselves: a worker whose consumer
+        # stalled while its lifeline beats must not collect another batch at every pass.
+        pending = pool_queue_length(suspect=suspects)
+        if pending is None:
+            continue  # the broker does not answer: a publish would not either
+        for _ in range(waiting - pending):
+            if not job_dispatch("", suspect=suspects):
+                break  # the broker went away: the next pass tries again
+            woken += 1
     return woken
 
 
