@@ -495,13 +495,24 @@ def figure_throughput(bench: Bench) -> None:
     )
     if plan.throughput_one_team:
         _throughput_run(bench, teams=1, cap=concurrency)
+    # The same C over two worker processes of C/2 threads: one process per core, as production
+    # scales out (a process runs Python on one core at a time).
+    split = _throughput_run(bench, teams=math.ceil(concurrency / cap), cap=None, processes=2)
+    fraction = split / (concurrency / plan.throughput_latency)
+    bench.record(
+        f"images/s at C={concurrency}, L={plan.throughput_latency:g} s, 2 workers x {concurrency // 2}",
+        f"{fraction * 100:.1f}% of C/L",
+        ">= 95%",
+        fraction >= 0.95,
+    )
 
 
-def _throughput_run(bench: Bench, *, teams: int, cap: int | None) -> float:
-    """Images per second of one worker of C threads, from the first start to the last image."""
+def _throughput_run(bench: Bench, *, teams: int, cap: int | None, processes: int = 1) -> float:
+    """Images per second of C worker threads (in one process, or split over `processes`), from
+    the first start to the last image."""
     from django.db.models import Max
 
-    from bench.stack import cpu_split, memory
+    from bench.stack import cpu_split, memory, start_worker
     from generation.models import GeneratedOutput, GenerationJob
 
     plan = PLAN
@@ -518,18 +529,22 @@ def _throughput_run(bench: Bench, *, teams: int, cap: int | None) -> float:
         for job_id in submit_in_process(made[n % teams], 1, plan.throughput_images, f"throughput {n}")
     ]
     bench.fake.stats(reset=True)
-    bench.restart_worker(concurrency)
-    worker = bench.worker.pid
-    user_before, system_before = cpu_split(worker)
-    ready_rss = memory(worker).rss_mb
+    bench.restart_worker(concurrency // processes)
+    extra = [start_worker(bench.env, bench.log_dir, concurrency // processes) for _ in range(processes - 1)]
+    workers = [bench.worker.pid, *(process.pid for process in extra)]
+    before = [cpu_split(pid) for pid in workers]
+    ready_rss = sum(memory(pid).rss_mb for pid in workers)
     images = len(job_ids) * plan.throughput_images
     ideal_rate = concurrency / latency
     with bench.database_waits() as waits:
         wait_for_jobs(job_ids, timeout=images / ideal_rate * 4 + 120, what="the throughput jobs")
-    user_after, system_after = cpu_split(worker)
-    user, system = user_after - user_before, system_after - system_before
+    after = [cpu_split(pid) for pid in workers]
+    user = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+    system = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
     cpu = user + system
-    peak = memory(worker).peak_mb
+    peak = sum(memory(pid).peak_mb for pid in workers)
+    for process in extra:
+        process.stop()
     starts = sorted(GenerationJob.objects.filter(id__in=job_ids).values_list("started_at", flat=True))
     last_image = GeneratedOutput.objects.filter(job_id__in=job_ids).aggregate(at=Max("created_at"))["at"]
     span = (last_image - starts[0]).total_seconds()
@@ -545,18 +560,31 @@ def _throughput_run(bench: Bench, *, teams: int, cap: int | None) -> float:
         f"throughput at C={concurrency}, L={latency} s, {who}: {rate:.1f} images/s = "
         f"{rate / ideal_rate * 100:.1f}% of C/L={ideal_rate:.0f}/s ({images} images in {len(job_ids)} jobs x "
         f"{plan.throughput_images}, {span:.1f} s from the first start to the last image, ideal "
-        f"{images / ideal_rate:.1f} s; one worker of {concurrency} threads)"
+        f"{images / ideal_rate:.1f} s; "
+        + (
+            f"one worker of {concurrency} threads)"
+            if processes == 1
+            else f"{processes} workers of {concurrency // processes} threads)"
+        )
     )
     say(
         f"  worker CPU {cpu:.1f} s (user {user:.1f}, sys {system:.1f}) = {cpu / span * 100:.0f}% of a core, "
-        f"{ms(cpu / images)}/image; peak RSS {peak:.0f} MB ({ready_rss:.0f} MB when ready); the first "
+        f"{ms(cpu / images)}/image; peak RSS {peak:.0f} MB ({ready_rss:.0f} MB when ready"
+        f"{', summed over the workers' if processes > 1 else ''}); the first "
         f"{concurrency} jobs started within {ms(ramp)}; the fake saw at most {fake['max_in_flight']} calls at once"
     )
     say(
-        f"  one worker process runs Python on one core at a time (the GIL): at {ms(cpu / images)} of CPU per image "
-        f"it makes at most {images / cpu:.0f} images/s; database sessions meanwhile: {waits.summary()}"
+        f"  a worker process runs Python on one core at a time (the GIL): at {ms(cpu / images)} of CPU per image "
+        f"{_workers_text(processes, concurrency).split(' of ')[0]} make at most {processes * images / cpu:.0f} "
+        f"images/s; database sessions meanwhile: {waits.summary()}"
     )
     return rate
+
+
+def _workers_text(processes: int, concurrency: int) -> str:
+    if processes == 1:
+        return f"one worker of {concurrency} threads"
+    return f"{processes} workers of {concurrency // processes} threads"
 
 
 # -- the run ------------------------------------------------------------------------------------
