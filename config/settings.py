@@ -75,6 +75,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "config.cache_control.PrivateCacheControlMiddleware",  # needs request.user
     "django.contrib.messages.middleware.MessageMiddleware",
+    "config.timezones.PersonTimezoneMiddleware",  # times on pages in the person's zone
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes asks: it turns a login refused for lockout into the lockout page.

@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from generation.routes import job_route
+
 ACTIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("succeeded", "failed", "canceled")
 
@@ -297,6 +299,10 @@ class GeneratedOutput(models.Model):
 
     def __str__(self) -> str:
         return f"output {self.index + 1} of {self.job_id}"
+
+    def get_absolute_url(self) -> str:
+        """The file itself, counted from 1 like everywhere people see it (the team's own URL)."""
+        return job_route("job-output", self.job_id, self.index + 1)
 
     @property
     def original(self) -> GeneratedOutput:

@@ -7,7 +7,7 @@ import io
 import zipfile
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
 
 from generation.models import GeneratedOutput, GenerationJob, Look
 from tests.browser import DESKTOP, SLOW, PolicyWatch, log_in, screenshot
@@ -143,8 +143,19 @@ def test_cancel_from_the_page_stops_the_job_and_keeps_its_finished_images(stack,
     page = log_in(context, alice.user.email)
     generate(page, "cancel me part way", 8)
     expect(page.get_by_test_id("thumb").first).to_be_visible()
-    page.get_by_test_id("cancel").click()
+    questions: list[str] = []
+
+    def answer(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss() if len(questions) == 1 else dialog.accept()
+
+    page.on("dialog", answer)
+    page.get_by_test_id("cancel").click()  # asked, and answered "no": the job goes on
+    expect(page.get_by_test_id("status")).not_to_have_text("Canceled")
+    assert GenerationJob.objects.get(prompt="cancel me part way").cancel_requested is False
+    page.get_by_test_id("cancel").click()  # asked again, and answered "yes"
     expect(page.get_by_test_id("status")).to_have_text("Canceled")
+    assert questions[0].startswith("Cancel this generation?")
     job = GenerationJob.objects.get(prompt="cancel me part way")
     assert 1 <= job.completed_outputs < 8
     expect(page.get_by_test_id("thumb")).to_have_count(job.completed_outputs)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import condition, require_GET, require_POST
 
@@ -21,16 +19,15 @@ from config.errors import ServerBusy, ServiceError
 from config.throttles import RateScope, rate_limit_wait
 from credits.services import InsufficientCredits
 from generation.errors import IdempotencyConflict
-from generation.models import GeneratedOutput, GenerationJob, StudioTab
+from generation.models import GenerationJob, StudioTab
 from generation.pages.context import page_team, page_user
 from generation.pages.form_shape import form_shape, labelled_errors
 from generation.pages.limits import rate_limited, too_many_message, too_many_response
+from generation.pages.outputs import output_view
 from generation.pages.studio_form import FormResult, draft_from_post, form_errors, form_values, uploads_sent
-from generation.routes import job_route
 from generation.selectors import QueuePlace, job_outputs_of, queue_snapshot, tab_progress_job
-from generation.services.lifecycle import job_cancel
-from generation.services.retry import job_retry
-from generation.services.studio import job_mark_seen, tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
+from generation.services.seen import jobs_mark_seen
+from generation.services.studio import tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
 from generation.services.submit import job_estimate, job_submit
 from generation.uploads import oversized_uploads
 
@@ -49,32 +46,6 @@ def _tabs(request: HttpRequest) -> list[StudioTab]:
         StudioTab.objects.filter(user=page_user(request), team=page_team(request))
         .annotate(job_status=Subquery(newest_job.values("status")[:1]))
         .order_by("position", "id")
-    )
-
-
-@dataclass(frozen=True)
-class OutputView:
-    """One delivered output as the pages show it: an image, or a clip with its poster frame."""
-
-    output: GeneratedOutput
-    number: int  # counted from 1, like the zip's image-1.png
-    url: str
-    poster_url: str
-    is_clip: bool
-
-    @property
-    def label(self) -> str:
-        return f"{'Clip' if self.is_clip else 'Image'} {self.number}"
-
-
-def output_view(output: GeneratedOutput) -> OutputView:
-    number = output.index + 1
-    return OutputView(
-        output=output,
-        number=number,
-        url=job_route("job-output", output.job_id, number),
-        poster_url=job_route("job-output-poster", output.job_id, number) if output.poster else "",
-        is_clip=output.mime.startswith("video/"),
     )
 
 
@@ -344,48 +315,8 @@ def tab_progress(request: HttpRequest, tab_id: int) -> HttpResponse:
     else:
         tab = job.tab
         # The poll showed the job finishing in front of the person: no "while you were away" for it.
-        job_mark_seen(job=job, user=page_user(request))
+        jobs_mark_seen(jobs=[job], user=page_user(request))
     # Like every signed-in page it is sent no-store (config/cache_control.py): the browser keeps
     # no copy, so app.js asks with the ETag of the last panel, and a poll that finds nothing new
     # is a 304.
     return render(request, "studio/partials/progress.html", progress_context(request, job, tab))
-
-
-@login_required
-@require_POST
-def job_cancel_view(request: HttpRequest, job_id: str) -> HttpResponse:
-    job = get_object_or_404(GenerationJob, id=job_id, team=page_team(request))
-    try:
-        job_cancel(job=job)
-    except ServiceError as error:
-        messages.warning(request, error.message)
-    return _back(request, job)
-
-
-@login_required
-@require_POST
-def job_retry_view(request: HttpRequest, job_id: str) -> HttpResponse:
-    job = get_object_or_404(GenerationJob, id=job_id, team=page_team(request))
-    wait = rate_limit_wait(request, RateScope.SUBMIT)  # a retry holds credits, like Generate
-    if wait is not None:
-        messages.error(request, too_many_message(wait, "generations"))
-        return _back(request, job)
-    try:
-        retry, _ = job_retry(job=job, user=page_user(request))
-    except InsufficientCredits as error:
-        messages.error(
-            request,
-            f"Retrying needs {error.details['required']} credits; the team has {error.details['available']}.",
-        )
-        return _back(request, job)
-    except ServiceError as error:
-        messages.warning(request, error.message)
-        return _back(request, job)
-    return _back(request, retry)
-
-
-def _back(request: HttpRequest, job: GenerationJob) -> HttpResponse:
-    """To the job's tab when it has one of this person's, else to the job's page."""
-    if job.tab_id and StudioTab.objects.filter(id=job.tab_id, user=page_user(request)).exists():
-        return redirect("studio-tab", tab_id=job.tab_id)
-    return redirect(reverse("job-page", kwargs={"job_id": job.id}))

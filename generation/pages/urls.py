@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from generation.pages import library, studio
+from generation.pages import collection, home, job_actions, jobs, remix, studio
 
 
 class RowIdConverter:
@@ -18,7 +18,7 @@ class RowIdConverter:
 register_converter(RowIdConverter, "rowid")
 
 urlpatterns = [
-    path("", library.home, name="home"),
+    path("", home.home, name="home"),
     path("studio/", studio.studio, name="studio"),
     path("studio/new/", studio.tab_new, name="studio-new"),
     path("studio/<rowid:tab_id>/", studio.tab_page, name="studio-tab"),
@@ -28,14 +28,14 @@ urlpatterns = [
     path("studio/<rowid:tab_id>/form/", studio.tab_form_settings, name="studio-form"),
     path("studio/<rowid:tab_id>/generate/", studio.tab_generate, name="studio-generate"),
     path("studio/<rowid:tab_id>/progress/", studio.tab_progress, name="studio-progress"),
-    path("jobs/", library.job_list, name="job-list"),
-    path("jobs/<uuid:job_id>/", library.job_page, name="job-page"),
-    path("jobs/<uuid:job_id>/progress/", library.job_progress, name="job-progress"),
-    path("jobs/<uuid:job_id>/cancel/", studio.job_cancel_view, name="job-cancel"),
-    path("jobs/<uuid:job_id>/retry/", studio.job_retry_view, name="job-retry"),
-    path("collection/", library.collection, name="collection"),
-    path("collection/<uuid:look_id>/", library.look_page, name="look-page"),
-    path("collection/<uuid:look_id>/delete/", library.look_delete, name="look-delete"),
-    path("collection/<uuid:look_id>/remix/", library.look_remix, name="look-remix"),
-    path("healthz", library.healthz, name="healthz"),
+    path("jobs/", jobs.job_list, name="job-list"),
+    path("jobs/<uuid:job_id>/", jobs.job_page, name="job-page"),
+    path("jobs/<uuid:job_id>/progress/", jobs.job_progress, name="job-progress"),
+    path("jobs/<uuid:job_id>/cancel/", job_actions.job_cancel_view, name="job-cancel"),
+    path("jobs/<uuid:job_id>/retry/", job_actions.job_retry_view, name="job-retry"),
+    path("collection/", collection.collection, name="collection"),
+    path("collection/<uuid:look_id>/", collection.look_page, name="look-page"),
+    path("collection/<uuid:look_id>/delete/", collection.look_delete, name="look-delete"),
+    path("collection/<uuid:look_id>/remix/", remix.look_remix, name="look-remix"),
+    path("healthz", home.healthz, name="healthz"),
 ]

@@ -105,9 +105,3 @@ def tab_remix(*, look: Look, user: User, team: Team) -> StudioTab:
         "inputs": inputs,
     }
     return tab_create(user=user, team=team, title=f"Remix: {job.prompt[:40]}", draft=draft)
-
-
-def job_mark_seen(*, job: GenerationJob, user: User) -> None:
-    """The person who started a finished job has seen it; the return notice no longer lists it."""
-    if job.is_finished and job.seen_at is None and job.created_by_id == user.id:
-        GenerationJob.objects.filter(id=job.id, seen_at__isnull=True).update(seen_at=timezone.now())

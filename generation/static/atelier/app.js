@@ -79,3 +79,32 @@
     }
   });
 })();
+
+// A form marked data-confirm="question" asks before it is sent (Cancel, Delete): a cancel or a
+// deletion cannot be undone. Keyboard and screen readers get the browser's own dialog.
+(function () {
+  "use strict";
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form instanceof HTMLFormElement && form.dataset.confirm;
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+      event.stopImmediatePropagation(); // htmx must not send it either
+    }
+  }, true);
+})();
+
+// The person's time zone, for the server to write times in (config/timezones.py reads it): a
+// cookie, set on every page so that it follows the device (a laptop that travelled).
+(function () {
+  "use strict";
+  var zone;
+  try {
+    zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  } catch (error) {
+    return;
+  }
+  if (zone && document.cookie.indexOf("tz=" + encodeURIComponent(zone)) === -1) {
+    document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax";
+  }
+})();

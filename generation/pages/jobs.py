@@ -1,34 +1,24 @@
-"""Jobs history, one job's page, and the collection (looks): gallery, full size, delete, remix."""
+"""The team's jobs: the history list, one job's page and its progress panel."""
 
 from __future__ import annotations
 
 from uuid import UUID
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
 
-from accounts.quotas import Quota, QuotaExceeded
-from config.throttles import RateScope
 from credits.models import LedgerEntry
 from credits.services import job_credits_from_entries
 from generation.models import GenerationJob
 from generation.pages.context import page_team, page_user
-from generation.pages.limits import rate_limited
-from generation.pages.studio import output_view, progress_context
-from generation.selectors import job_list_for_team, job_queryset_for_team, look_list_for_team
-from generation.services.studio import job_mark_seen, tab_remix
+from generation.pages.studio import progress_context
+from generation.selectors import job_list_for_team, job_queryset_for_team
+from generation.services.seen import jobs_mark_seen
 
 PAGE_SIZE = 24
-
-
-@require_GET
-def home(request: HttpRequest) -> HttpResponse:
-    return redirect("studio" if request.user.is_authenticated else "login")
 
 
 @login_required
@@ -93,53 +83,5 @@ def report_rows(report: dict, prefix: str = "") -> list[tuple[str, str]]:
 @require_GET
 def job_progress(request: HttpRequest, job_id: UUID) -> HttpResponse:
     job = get_object_or_404(GenerationJob, id=job_id, team=page_team(request))
-    job_mark_seen(job=job, user=page_user(request))
+    jobs_mark_seen(jobs=[job], user=page_user(request))
     return render(request, "studio/partials/progress.html", progress_context(request, job))
-
-
-@login_required
-@require_GET
-def collection(request: HttpRequest) -> HttpResponse:
-    page = Paginator(look_list_for_team(team=page_team(request)), PAGE_SIZE).get_page(request.GET.get("page"))
-    looks = [(look, output_view(look.output)) for look in page]
-    return render(request, "collection/list.html", {"page": page, "looks": looks})
-
-
-@login_required
-@require_GET
-def look_page(request: HttpRequest, look_id: UUID) -> HttpResponse:
-    return _look_page(request, look_id)
-
-
-def _look_page(request: HttpRequest, look_id: UUID) -> HttpResponse:
-    look = get_object_or_404(look_list_for_team(team=page_team(request)), id=look_id)
-    return render(request, "collection/detail.html", {"look": look, "item": output_view(look.output)})
-
-
-@login_required
-@require_POST
-def look_delete(request: HttpRequest, look_id: UUID) -> HttpResponse:
-    get_object_or_404(look_list_for_team(team=page_team(request)), id=look_id).delete()
-    return redirect("collection")
-
-
-@login_required
-@require_POST
-@rate_limited(RateScope.API, page=_look_page)
-def look_remix(request: HttpRequest, look_id: UUID) -> HttpResponse:
-    look = get_object_or_404(look_list_for_team(team=page_team(request)), id=look_id)
-    try:
-        tab = tab_remix(look=look, user=page_user(request), team=page_team(request))
-    except QuotaExceeded as error:
-        # Only the tabs quota is helped by closing a tab; a draft too large for the team's
-        # quota (a long prompt) is not.
-        advice = " Close a studio tab to remix this look." if error.quota is Quota.STUDIO_TABS else ""
-        messages.error(request, f"{error.message}{advice}")
-        return redirect("look-page", look_id=look.id)
-    return redirect("studio-tab", tab_id=tab.id)
-
-
-def healthz(request: HttpRequest) -> JsonResponse:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return JsonResponse({"ok": True})

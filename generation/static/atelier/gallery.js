@@ -1,0 +1,1 @@
+// The lightbox over the collection, the job page and the studio.

@@ -1,0 +1,1 @@
+// The live status of every page (header balance, activity banner, queue panel).
