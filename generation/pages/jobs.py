@@ -14,6 +14,7 @@ from credits.models import LedgerEntry
 from credits.services import job_credits_from_entries
 from generation.models import GenerationJob
 from generation.pages.context import page_team, page_user
+from generation.pages.lineage import job_lineage
 from generation.pages.studio import progress_context
 from generation.selectors import job_list_for_team, job_queryset_for_team
 from generation.services.seen import jobs_mark_seen
@@ -51,6 +52,7 @@ def job_page(request: HttpRequest, job_id: UUID) -> HttpResponse:
         for view in context["outputs"]
     ]
     context["credits"] = job_credits_from_entries(list(job.ledger_entries.all()))
+    context["lineage"] = job_lineage(job)
     return render(request, "jobs/detail.html", context)
 
 
