@@ -25,18 +25,30 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# `make run` listens on this machine only; `make run HOST=0.0.0.0` to be reached from others.
+# (Set here, not taken from the environment, where HOST often names the machine.)
+HOST = 127.0.0.1
+OPERATOR_EMAIL ?= operator@atelier.local
+OPERATOR_PASSWORD ?= atelier-operator-1
+
+# The demo's login, team, credits, API key and operator are made on the first run only: later
+# runs keep them (browsers stay logged in). The key's one plaintext copy is var/demo-login.txt.
 run: install
 	$(BIN)/python manage.py migrate --noinput
-	@$(BIN)/python manage.py bootstrap --email $(DEMO_EMAIL) --password $(DEMO_PASSWORD) --team Demo --credits 500 > var/demo-login.txt
+	@mkdir -p var
+	@$(BIN)/python manage.py bootstrap --email $(DEMO_EMAIL) --password $(DEMO_PASSWORD) --team Demo --credits 500 \
+		--key-file var/demo-login.txt --operator-email $(OPERATOR_EMAIL) --operator-password $(OPERATOR_PASSWORD) \
+		> var/bootstrap.log || { cat var/bootstrap.log; exit 1; }
 	@echo ""
-	@echo "  Atelier is starting on http://127.0.0.1:$(PORT)/"
-	@echo "  Log in as $(DEMO_EMAIL) / $(DEMO_PASSWORD)   (admin: http://127.0.0.1:$(PORT)/admin/)"
-	@echo "  API key for the Demo team: $$(tail -n 1 var/demo-login.txt)"
-	@echo "  API docs: http://127.0.0.1:$(PORT)/api/docs/"
+	@echo "  Atelier is starting on http://$(if $(filter 0.0.0.0,$(HOST)),127.0.0.1,$(HOST)):$(PORT)/   (listening on $(HOST))"
+	@echo "  Log in as $(DEMO_EMAIL) / $(DEMO_PASSWORD)"
+	@echo "  API key for the Demo team: $$(tail -n 1 var/demo-login.txt 2>/dev/null || echo 'made on the first run; var/demo-login.txt is gone, make one on /account/keys/')"
+	@echo "  Operator: $(OPERATOR_EMAIL) / $(OPERATOR_PASSWORD)   admin: http://$(if $(filter 0.0.0.0,$(HOST)),127.0.0.1,$(HOST)):$(PORT)/admin/"
+	@echo "  API docs: http://$(if $(filter 0.0.0.0,$(HOST)),127.0.0.1,$(HOST)):$(PORT)/api/docs/"
 	@echo ""
 	@# Metrics of the previous run's processes (prometheus_client's multiprocess files) go before any starts.
 	@find "$${PROMETHEUS_MULTIPROC_DIR:-$${ATELIER_VAR_DIR:-var}/prometheus}" -maxdepth 1 -name '*.db' -delete 2>/dev/null || true
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) web worker quarantine rescuer beat
+	PATH="$(CURDIR)/$(BIN):$$PATH" WEB_HOST=$(HOST) $(BIN)/honcho start --port $(PORT) web worker quarantine rescuer beat
 
 test: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} TEST_REDIS_URL=$${TEST_REDIS_URL:-$(TEST_REDIS_URL)} \

@@ -10,6 +10,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.template.defaultfilters import truncatechars
 from django.template.response import TemplateResponse
 
 from credits.models import CreditAccount, LedgerEntry
@@ -86,16 +87,26 @@ class LedgerEntryAdmin(admin.ModelAdmin):
         "kind",
         "available_delta",
         "held_delta",
-        "job",
-        "output_index",
+        "job_shown",
+        "image",
         "available_after",
         "held_after",
         "actor_label",
         "memo",
     ]
     list_filter = ["kind"]
-    search_fields = ["idempotency_key", "account__team__name", "memo"]
-    list_select_related = ["account__team"]
+    search_fields = ["idempotency_key", "account__team__name", "memo", "job__prompt"]
+    list_select_related = ["account__team", "job"]
+
+    @admin.display(description="job", ordering="job__created_at")
+    def job_shown(self, entry: LedgerEntry) -> str:
+        # The job by its prompt, as its team knows it, rather than its UUID.
+        return truncatechars(entry.job.prompt, 50) if entry.job is not None else ""
+
+    @admin.display(description="image", ordering="output_index")
+    def image(self, entry: LedgerEntry) -> str:
+        # Counted from 1, like everywhere people see images (the stored index is 0-based).
+        return f"Image {entry.output_index + 1}" if entry.output_index is not None else ""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

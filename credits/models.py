@@ -73,6 +73,7 @@ class LedgerEntry(models.Model):
     objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:
+        verbose_name_plural = "ledger entries"
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(

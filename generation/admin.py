@@ -1,16 +1,29 @@
-"""The operators' monitor: jobs by state, their images, and cancel/retry actions."""
+"""The operators' monitor: jobs by state, their images and zip, and cancel/retry actions.
+
+An operator is staff, not a member of the job's team, so the team's own file routes (the pages'
+and the API's) answer them "not found". The admin serves a job's files itself, under the job's
+admin URL, to active staff who may view jobs (`generation.view_generationjob`), never to others.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import tempfile
+from typing import Any, ClassVar
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.files.storage import default_storage
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.defaultfilters import truncatechars
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from storages.backends.s3 import S3Storage
 
+from config.cache_control import PRIVATE, never_store
 from generation.errors import ServiceError
 from generation.models import (
     ACTIVE_STATUSES,
@@ -22,8 +35,45 @@ from generation.models import (
     StudioTab,
     WorkerHeartbeat,
 )
+from generation.services.files import EXTENSIONS, SPOOL_BYTES, archive_write, prompt_slug, stored_name
 from generation.services.lifecycle import job_cancel
 from generation.services.retry import job_retry
+
+PROMPT_SHOWN = 60  # characters of a prompt in the job list and the job page's title
+THUMBNAIL_PX = 96
+
+
+def _output_url(output: GeneratedOutput, *, poster: bool = False) -> str:
+    route = "admin:generation_generationjob_output_poster" if poster else "admin:generation_generationjob_output"
+    return reverse(route, kwargs={"object_id": output.job_id, "number": output.index + 1})
+
+
+def _output_label(output: GeneratedOutput) -> str:
+    # Counted from 1, as people see outputs everywhere else (the stored index is 0-based).
+    return f"{'Clip' if output.mime.startswith('video/') else 'Image'} {output.index + 1}"
+
+
+def _thumbnail(output: GeneratedOutput) -> SafeString:
+    """The output's thumbnail (a clip shows its poster frame), linking to the file itself."""
+    return format_html(
+        '<a href="{}" target="_blank" rel="noopener" data-testid="admin-output">'
+        '<img src="{}" alt="{}" height="{}"></a>',
+        _output_url(output),
+        _output_url(output, poster=bool(output.poster)),
+        _output_label(output),
+        THUMBNAIL_PX,
+    )
+
+
+def _stream_private(name: str, *, filename: str, content_type: str, as_attachment: bool) -> HttpResponseBase:
+    """A team's stored file for an operator, kept by no cache; on S3 a short-lived signed URL."""
+    if isinstance(default_storage, S3Storage):
+        url = default_storage.url(name, parameters={"ResponseCacheControl": PRIVATE})
+        return never_store(HttpResponseRedirect(url))
+    response = FileResponse(
+        default_storage.open(name, "rb"), filename=filename, content_type=content_type, as_attachment=as_attachment
+    )
+    return never_store(response)
 
 
 class JobStateFilter(admin.SimpleListFilter):
@@ -60,7 +110,7 @@ class OutputInline(admin.TabularInline):
     can_delete = False
     # a tuple: it types as both `fields` (field groups) and `readonly_fields` (names); a list does not
     fields: ClassVar[tuple[str, ...]] = (
-        "index",
+        "number",
         "preview",
         "mime",
         "width",
@@ -71,24 +121,32 @@ class OutputInline(admin.TabularInline):
         "created_at",
     )
     readonly_fields = fields
+    # An output's own URL is its team's route, which answers an operator "not found".
+    view_on_site = False
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    @admin.display(description="image")
-    def preview(self, output: GeneratedOutput) -> str:
-        # A clip previews as its poster frame.
-        route = "api:job-output-poster" if output.poster else "api:job-output"
-        url = reverse(route, kwargs={"job_id": output.job_id, "number": output.index + 1})
-        return format_html('<img src="{}" style="height:64px">', url)
+    @admin.display(description="output")
+    def number(self, output: GeneratedOutput) -> str:
+        return _output_label(output)
+
+    @admin.display(description="preview")
+    def preview(self, output: GeneratedOutput) -> SafeString:
+        return _thumbnail(output)
+
+
+# The job page shows first what an operator looks for, then every other column of the row.
+_JOB_PAGE_FIRST = ["prompt", "team", "created_by", "status", "progress", "files", "created_at", "finished_at", "id"]
 
 
 @admin.register(GenerationJob)
 class GenerationJobAdmin(admin.ModelAdmin):
     list_display = [
-        "id", "status", "progress", "team", "provider", "kind", "attempts", "suspect_crashes", "pauses",
-        "error_code", "created_at", "started_at", "finished_at", "lease_expires_at",
+        "prompt_shown", "team", "status", "progress", "created_at", "provider", "kind", "attempts",
+        "suspect_crashes", "pauses", "error_code", "started_at", "finished_at", "lease_expires_at",
     ]  # fmt: skip
+    list_display_links = ["prompt_shown"]
     list_filter = [JobStateFilter, "status", "error_code", "provider", "kind"]
     search_fields = ["id", "prompt", "team__name", "created_by__email", "subject_key"]
     list_select_related = ["team"]
@@ -96,7 +154,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
     ordering = ["-created_at"]
     inlines = [OutputInline]
     actions = ["cancel_jobs", "retry_jobs"]
-    readonly_fields = [f.name for f in GenerationJob._meta.fields]
+    readonly_fields = _JOB_PAGE_FIRST + [f.name for f in GenerationJob._meta.fields if f.name not in _JOB_PAGE_FIRST]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -105,9 +163,45 @@ class GenerationJobAdmin(admin.ModelAdmin):
         # A job is part of the ledger's history (its entries protect it): cancel it, never delete it.
         return False
 
+    @admin.display(description="prompt", ordering="prompt")
+    def prompt_shown(self, job: GenerationJob) -> str:
+        return truncatechars(job.prompt, PROMPT_SHOWN) or f"(no prompt) {job.id}"
+
     @admin.display(description="progress")
     def progress(self, job: GenerationJob) -> str:
-        return f"{job.completed_outputs} / {job.total_outputs}"
+        return f"{job.completed_outputs} of {job.total_outputs}"
+
+    @admin.display(description="files")
+    def files(self, job: GenerationJob) -> SafeString | str:
+        outputs = list(job.outputs.all())
+        if not outputs:
+            return "No images yet."
+        noun = "clip" if all(output.mime.startswith("video/") for output in outputs) else "image"
+        return format_html(
+            '<p><a href="{}" class="button" data-testid="admin-zip">Download zip ({} {}{})</a></p><p>{}</p>',
+            reverse("admin:generation_generationjob_download", kwargs={"object_id": job.id}),
+            len(outputs),
+            noun,
+            "" if len(outputs) == 1 else "s",
+            format_html_join(" ", "{}", ((_thumbnail(output),) for output in outputs)),
+        )
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        job = self.get_object(request, object_id)
+        if job is not None:
+            extra_context = {
+                **(extra_context or {}),
+                # The page is named after the job's prompt rather than its kind and UUID.
+                "title": f"Job: {truncatechars(job.prompt, PROMPT_SHOWN)}",
+                "subtitle": f"{job.get_kind_display()} job of {job.team}, {job.get_status_display().lower()}",
+                "breadcrumb_label": truncatechars(job.prompt, PROMPT_SHOWN),
+                # Every field is read-only: a Save button would save nothing. Actions act.
+                "show_save": False,
+                "show_save_and_continue": False,
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     # Both actions change a team's jobs (and a retry spends its credits): "change" on jobs, which
     # a view-only operator lacks. Django re-checks it on every POST of the action.
@@ -128,6 +222,73 @@ class GenerationJobAdmin(admin.ModelAdmin):
             except ServiceError as error:
                 self.message_user(request, f"{job.id}: {error.message}", messages.WARNING)
         self.message_user(request, f"{done} job(s) {verb}.")
+
+    # A job's files for operators (see the module's docstring). admin_view() lets in active
+    # staff only and sends anyone else to the admin's login; the view permission is checked here.
+    def get_urls(self) -> list[URLPattern]:
+        files = [
+            path(
+                "<uuid:object_id>/outputs/<int:number>/",
+                self.admin_site.admin_view(self.output_view),
+                name="generation_generationjob_output",
+            ),
+            path(
+                "<uuid:object_id>/outputs/<int:number>/poster/",
+                self.admin_site.admin_view(self.output_poster_view),
+                name="generation_generationjob_output_poster",
+            ),
+            path(
+                "<uuid:object_id>/download/",
+                self.admin_site.admin_view(self.download_view),
+                name="generation_generationjob_download",
+            ),
+        ]
+        return files + super().get_urls()
+
+    def _require_view_permission(self, request: HttpRequest) -> None:
+        if not self.has_view_permission(request):
+            raise PermissionDenied("A job's files need the generation.view_generationjob permission.")
+
+    def _output(self, request: HttpRequest, job_id: str, number: int) -> GeneratedOutput:
+        self._require_view_permission(request)
+        return get_object_or_404(GeneratedOutput, job_id=job_id, index=number - 1)
+
+    def output_view(self, request: HttpRequest, object_id: str, number: int) -> HttpResponseBase:
+        output = self._output(request, object_id, number)
+        stem = "clip" if output.mime.startswith("video/") else "image"
+        return _stream_private(
+            stored_name(output.file),
+            filename=f"{stem}-{number}.{EXTENSIONS.get(output.mime, 'bin')}",
+            content_type=output.mime,
+            as_attachment=False,
+        )
+
+    def output_poster_view(self, request: HttpRequest, object_id: str, number: int) -> HttpResponseBase:
+        output = self._output(request, object_id, number)
+        if not output.poster:
+            raise Http404("This output has no poster.")
+        return _stream_private(
+            stored_name(output.poster),
+            filename=f"clip-{number}-poster.png",
+            content_type="image/png",
+            as_attachment=False,
+        )
+
+    def download_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
+        """The job's zip, built now by the archive service, so its entries always carry the
+        prompt's name and the outputs' dates (a zip stored before that naming would not)."""
+        self._require_view_permission(request)
+        job = get_object_or_404(GenerationJob, id=object_id)
+        outputs = list(job.outputs.all())
+        if not outputs:
+            raise Http404("The job has no images yet.")
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - FileResponse closes it
+        archive_write(job=job, outputs=outputs, fileobj=spool)
+        spool.seek(0)
+        response = FileResponse(
+            spool, filename=f"{prompt_slug(job.prompt)}.zip", content_type="application/zip", as_attachment=True
+        )
+        return never_store(response)
 
 
 @admin.register(WorkerHeartbeat)

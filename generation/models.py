@@ -26,6 +26,14 @@ def _extension(filename: str) -> str:
     return filename[dot:].lower() if dot != -1 else ""
 
 
+class RemixMode(models.TextChoices):
+    """How a job (or the studio tab it was made in) comes from an image of the collection."""
+
+    REFERENCE = "reference", "Remix"  # the look steers a new image as a reference
+    SOURCE = "source", "Edit"  # the look is the source image of an edit
+    VARIATIONS = "variations", "Variations"  # "More like this": the look as a reference, several at once
+
+
 class StudioTab(models.Model):
     """A design tab of the studio; persists server-side so every device sees the same tabs."""
 
@@ -34,6 +42,13 @@ class StudioTab(models.Model):
     title = models.CharField(max_length=80, default="Design")
     position = models.PositiveIntegerField(default=0)
     draft = models.JSONField(default=dict, blank=True)
+    # A tab opened by remixing an image of the collection remembers it: every job made in the
+    # tab is linked to that image (`GenerationJob.remix_of`). The output, not the look, so the
+    # link outlives a look deleted from the collection.
+    remix_of = models.ForeignKey(
+        "GeneratedOutput", null=True, blank=True, on_delete=models.SET_NULL, related_name="remix_tabs"
+    )
+    remix_mode = models.CharField(max_length=10, choices=RemixMode.choices, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -46,6 +61,10 @@ class StudioTab(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    def job_origin(self) -> dict:
+        """What a job made in this tab records of where it comes from (GenerationJob's fields)."""
+        return {"remix_of_id": self.remix_of_id, "remix_mode": self.remix_mode}
 
 
 class InputAsset(models.Model):
@@ -156,6 +175,13 @@ class GenerationJob(models.Model):
     chain_root = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="chain_members"
     )
+    # The image of the collection this job remixes (as a reference, as the source of an edit, or
+    # as "more like this"), and how; its job is the parent on the job's page. The output, not the
+    # look: deleting a look from the collection keeps the output, and so the link.
+    remix_of = models.ForeignKey(
+        "GeneratedOutput", null=True, blank=True, on_delete=models.SET_NULL, related_name="remixes"
+    )
+    remix_mode = models.CharField(max_length=10, choices=RemixMode.choices, blank=True)
 
     archive = models.FileField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -234,13 +260,6 @@ class GenerationJob(models.Model):
     @property
     def chain_root_or_self_id(self) -> uuid.UUID:
         return self.chain_root_id or self.id
-
-    @staticmethod
-    def queued_ahead(*, team_id: object, created_at: object) -> Q:
-        """A queued job's own team's queued jobs created before it (values, or OuterRefs in a
-        subquery): within a team jobs keep their order. Its place across teams is the fair
-        order's (generation/selectors.py, `queue_snapshot`)."""
-        return Q(team_id=team_id, status=GenerationJob.Status.QUEUED, created_at__lt=created_at)
 
 
 class JobReference(models.Model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -13,6 +14,7 @@ from uuid import UUID
 from django.db.models import (
     Case,
     Count,
+    Exists,
     JSONField,
     Max,
     Min,
@@ -27,7 +29,7 @@ from django.db.models.functions import Coalesce
 
 from accounts.models import Team, User
 from config.db import JSONArrayAgg, JSONRow
-from credits.models import LedgerEntry
+from credits.models import CreditAccount, LedgerEntry
 from credits.services import JobCredits, job_credits
 from generation.models import ACTIVE_STATUSES, FINISHED_STATUSES, GeneratedOutput, GenerationJob, JobReference, Look
 from generation.services.scheduler import RunningLoad, team_cap, turn_order_key
@@ -67,7 +69,7 @@ class QueueSnapshot:
             ahead_in_team = getattr(job, "queued_ahead_count", None)
         if ahead_in_team is None:
             ahead_in_team = GenerationJob.objects.filter(
-                GenerationJob.queued_ahead(team_id=job.team_id, created_at=job.created_at)
+                _queued_ahead_in_team(team_id=job.team_id, created_at=job.created_at)
             ).count()
         own_turn = self.turn.get(job.team_id, len(self.turn))
         ahead = ahead_in_team + sum(
@@ -84,6 +86,69 @@ class QueueSnapshot:
         if self.running.provider_blocked(job.provider, job.model):
             return WaitingReason.PROVIDER_LIMIT
         return WaitingReason.CAPACITY
+
+
+def _queued_ahead_in_team(*, team_id: object, created_at: object) -> Q:
+    """A queued job's own team's queued jobs created before it (values, or OuterRefs in a
+    subquery): within a team jobs keep their order; across teams `QueueSnapshot.place` ranks."""
+    return Q(team_id=team_id, status=GenerationJob.Status.QUEUED, created_at__lt=created_at)
+
+
+class QueuePlaces:
+    """The queue places of one answer or one page: the snapshot is read once, and only if a
+    queued job asks. What the API's `queue_position`, the studio's panel, the queue panel and
+    their ETags all call, so they give the same number."""
+
+    def __init__(self) -> None:
+        self._snapshot: QueueSnapshot | None = None
+
+    def of(self, job: GenerationJob) -> QueuePlace | None:
+        if job.status != GenerationJob.Status.QUEUED:
+            return None
+        if self._snapshot is None:
+            self._snapshot = queue_snapshot()
+        return self._snapshot.place(job)
+
+
+@dataclass(frozen=True)
+class TeamActivity:
+    """What every signed-in page shows live (generation/pages/activity.py): the team's balance
+    and its queued and running jobs, all members' (the queue panel), oldest first."""
+
+    balance: int
+    active: list[GenerationJob]
+
+    def active_of(self, user: User) -> list[GenerationJob]:
+        return [job for job in self.active if job.created_by_id == user.id]
+
+    def busy_tab_ids(self, user: User) -> set[int]:
+        """The person's studio tabs with a job queued or running (each gets a busy dot)."""
+        return {job.tab_id for job in self.active_of(user) if job.tab_id is not None}
+
+
+def team_activity(*, team: Team) -> TeamActivity:
+    """Two queries whatever the number of jobs (the team's active-jobs quota bounds the list).
+    The balance is read, never created: a page draws, it does not write."""
+    balance = CreditAccount.objects.filter(team=team).values_list("available", flat=True).first()
+    active: list[GenerationJob] = list(
+        GenerationJob.objects.filter(team=team, status__in=ACTIVE_STATUSES)
+        .select_related("created_by")
+        .annotate(queued_ahead_count=_queued_ahead_count())
+        .order_by("created_at", "id")
+    )
+    return TeamActivity(balance=balance or 0, active=active)
+
+
+def jobs_unseen_by(*, team: Team, user: User, limit: int, except_tab_id: int | None = None) -> list[GenerationJob]:
+    """The person's finished jobs they have not seen yet, newest first (the index
+    `generation_job_activity` serves it). A tab whose panel the person is watching shows its
+    jobs finishing there: `except_tab_id` leaves those out."""
+    unseen = GenerationJob.objects.filter(
+        team=team, created_by=user, status__in=FINISHED_STATUSES, seen_at__isnull=True
+    )
+    if except_tab_id is not None:
+        unseen = unseen.exclude(tab_id=except_tab_id)
+    return list(unseen.order_by("-finished_at")[:limit])
 
 
 def queue_snapshot() -> QueueSnapshot:
@@ -158,7 +223,7 @@ def _queued_ahead_count() -> Case:
     a count per job: `QueueSnapshot.place` turns it into the place in the fair order."""
     queued_ahead = (
         GenerationJob.objects.filter(
-            GenerationJob.queued_ahead(team_id=OuterRef("team_id"), created_at=OuterRef("created_at"))
+            _queued_ahead_in_team(team_id=OuterRef("team_id"), created_at=OuterRef("created_at"))
         )
         .order_by()
         .values("team_id")
@@ -277,6 +342,60 @@ def job_list_for_team(
     return jobs
 
 
+@dataclass(frozen=True)
+class JobChain:
+    """A job and its retries as one generation (generation/services/retry.py): the Jobs page
+    shows the latest attempt's state and outputs, and every attempt in its history."""
+
+    latest: GenerationJob
+    attempts: list[GenerationJob]  # oldest first; the latest is the last
+
+    @property
+    def retried(self) -> bool:
+        return len(self.attempts) > 1
+
+
+def job_chain_heads_for_team(*, team: Team, status: str | None = None) -> QuerySet[GenerationJob]:
+    """The latest job of each of the team's retry chains, newest first: one row per generation,
+    to paginate (then `job_chains_of` reads the page's chains). `status` is the latest job's, so
+    "failed" lists only what a retry has not fixed since. Plain rows: cheap to count and slice."""
+    chain_id = Coalesce("chain_root_id", "id")
+    newer_in_chain = GenerationJob.objects.filter(chain_root_id=OuterRef("chain_id")).filter(
+        Q(created_at__gt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__gt=OuterRef("id"))
+    )
+    heads = (
+        GenerationJob.objects.filter(team=team)
+        .annotate(chain_id=chain_id)
+        .filter(~Exists(newer_in_chain))
+        .order_by("-created_at", "-id")
+    )
+    if status:
+        heads = heads.filter(status=status)
+    return heads
+
+
+def job_chains_of(*, team: Team, heads: Iterable[GenerationJob]) -> list[JobChain]:
+    """The chains whose latest jobs are `heads` (in their order), every attempt with its outputs
+    and creator, in one query whatever the number of chains, attempts and images."""
+    heads = list(heads)
+    chain_ids = {head.chain_root_or_self_id for head in heads}
+    members = (
+        job_queryset_for_team(team)
+        .filter(Q(id__in=chain_ids) | Q(chain_root_id__in=chain_ids))
+        .select_related("created_by")
+        .order_by("created_at", "id")
+    )
+    attempts: dict[UUID, list[GenerationJob]] = {chain_id: [] for chain_id in chain_ids}
+    for member in members:
+        attempts[member.chain_root_or_self_id].append(member)
+    chains = []
+    for head in heads:
+        chain = attempts[head.chain_root_or_self_id]
+        latest = next((member for member in chain if member.id == head.id), head)
+        chains.append(JobChain(latest=latest, attempts=chain))
+    return chains
+
+
 def activity_for_user(*, team: Team, user: User) -> dict[str, list[GenerationJob]]:
     mine = job_queryset_for_team(team).filter(created_by=user)
     return {
@@ -287,5 +406,41 @@ def activity_for_user(*, team: Team, user: User) -> dict[str, list[GenerationJob
     }
 
 
-def look_list_for_team(*, team: Team) -> QuerySet[Look]:
-    return Look.objects.filter(team=team).select_related("output", "job").order_by("-created_at")
+class LookKind(StrEnum):
+    """What the collection's kind filter offers: an image (also an edit's) or a clip."""
+
+    IMAGE = "image"
+    CLIP = "clip"
+
+
+@dataclass(frozen=True)
+class LookFilters:
+    """What the collection is narrowed to; each field left empty narrows nothing."""
+
+    prompt: str = ""  # contained in the job's prompt, in any case
+    created_from: datetime | None = None  # inclusive
+    created_before: datetime | None = None  # exclusive
+    kind: LookKind | None = None
+    provider: str = ""
+
+
+def look_list_for_team(*, team: Team, filters: LookFilters | None = None) -> QuerySet[Look]:
+    """The team's looks, newest first, each with its output and job (one query for a page of
+    them: the collection shows the prompt, the date and the image of each)."""
+    looks = Look.objects.filter(team=team)
+    if filters is not None:
+        if filters.prompt:
+            # icontains is UPPER(...) LIKE UPPER(...) on PostgreSQL and LIKE on SQLite (case-blind
+            # there for ASCII letters only); Django escapes the person's own % and _.
+            looks = looks.filter(job__prompt__icontains=filters.prompt)
+        if filters.created_from is not None:
+            looks = looks.filter(created_at__gte=filters.created_from)
+        if filters.created_before is not None:
+            looks = looks.filter(created_at__lt=filters.created_before)
+        if filters.kind == LookKind.CLIP:
+            looks = looks.filter(job__kind=GenerationJob.Kind.VIDEO)
+        elif filters.kind == LookKind.IMAGE:
+            looks = looks.exclude(job__kind=GenerationJob.Kind.VIDEO)
+        if filters.provider:
+            looks = looks.filter(job__provider=filters.provider)
+    return looks.select_related("output", "job").order_by("-created_at")

@@ -226,7 +226,8 @@ def test_the_team_sees_atelier_for_an_operators_grant_and_the_member_for_their_h
     assert actors == {"grant": "Atelier", "hold": "bob@example.com"}
 
     browser = browser_of(alice)
-    page = browser.get("/credits/").content.decode()
+    assert "ops@example.com" not in browser.get("/credits/").content.decode()  # the summary by job
+    page = browser.get("/credits/?view=ledger").content.decode()  # every entry, with its actor
     assert "ops@example.com" not in page
     shown = re.findall(r'data-testid="ledger-actor">([^<]*)<', page)
     assert shown == ["bob@example.com", "Atelier", "Atelier"]  # the hold, the admin grant, the fixture's grant

@@ -115,7 +115,9 @@ def test_a_video_job_from_the_studio_runs_and_its_clip_plays(stack, alice, brows
         timeout=10_000,
     )
     assert poster.evaluate("img => img.naturalWidth") == 640
-    poster.click()
+    poster.click()  # the lightbox plays the clip
+    wait_until_playable(page, "lightbox-clip")
+    page.get_by_test_id("lightbox-open").click()  # and so does the look's page
     wait_until_playable(page, "full-clip")
     context.close()
 

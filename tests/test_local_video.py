@@ -264,7 +264,10 @@ def test_the_download_of_a_two_clip_job_holds_clip_1_and_clip_2(stack, alice) ->
     download = alice.client.get(f"/api/v1/jobs/{submitted['id']}/download")
     assert download["Content-Type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(streamed(download)))
-    assert archive.namelist() == ["clip-1.mp4", "clip-2.mp4"]
+    assert archive.namelist() == [
+        "red-paper-lanterns-drifting-over-a-city-1.mp4",
+        "red-paper-lanterns-drifting-over-a-city-2.mp4",
+    ]
     first, second = (decode(archive.read(name)) for name in archive.namelist())
     assert [(clip.size, clip.frames) for clip in (first, second)] == [((360, 640), 72)] * 2
     assert mean_difference(first.first, second.first) > 5  # two clips, two designs

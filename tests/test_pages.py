@@ -59,20 +59,25 @@ def test_generate_from_the_form_starts_a_job_in_that_tab_and_keeps_the_draft(ali
 def test_form_errors_are_shown_next_to_their_field_and_create_nothing(alice, browser_of):
     client = browser_of(alice)
     tab = studio_tab(client)
-    response = client.post(f"/studio/{tab.id}/generate/", {"prompt": "x", "count": "3", "seed": "-5", "strength": "7"})
-    assert response.status_code == 400
+    form = {"prompt": "x", "count": "3", "seed": "-5", "strength": "7"}
+    response = client.post(f"/studio/{tab.id}/generate/", form, follow=True)
+    assert response.redirect_chain == [(f"/studio/{tab.id}/", 302)]  # post/redirect/get, errors kept
     page = response.content.decode()
     assert "Seed: Ensure this value is greater than or equal to 0." in page
     assert "Strength: Ensure this value is less than or equal to 1." in page
+    assert 'name="seed" id="id_seed" value="-5"' in page  # the draft, as typed
     assert not GenerationJob.objects.exists()
+    assert "Seed: Ensure" not in client.get(f"/studio/{tab.id}/").content.decode()  # shown once
 
 
 def test_a_bad_upload_is_refused_next_to_its_field(alice, browser_of):
     client = browser_of(alice)
     tab = studio_tab(client)
     fake = SimpleUploadedFile("sketch.png", b"%PDF-1.4 not an image")
-    response = client.post(f"/studio/{tab.id}/generate/", {"prompt": "x", "count": "1", "sketch_image": fake})
-    assert response.status_code == 400
+    response = client.post(
+        f"/studio/{tab.id}/generate/", {"prompt": "x", "count": "1", "sketch_image": fake}, follow=True
+    )
+    assert response.redirect_chain == [(f"/studio/{tab.id}/", 302)]
     assert "Sketch: The file is not a PNG, JPEG or WebP image." in response.content.decode()
     assert not GenerationJob.objects.exists()
 
@@ -100,12 +105,13 @@ def test_short_credits_show_the_shortfall_on_the_page():
     client = Client()
     client.force_login(person.user)
     tab = studio_tab(client)
-    response = client.post(f"/studio/{tab.id}/generate/", {"prompt": "x", "count": "5"})
-    assert response.status_code == 402
+    response = client.post(f"/studio/{tab.id}/generate/", {"prompt": "x", "count": "5"}, follow=True)
+    assert response.redirect_chain == [(f"/studio/{tab.id}/", 302)]  # a reload sends nothing again
     page = response.content.decode()
     assert "this needs 5 and the team has 2, 3 short" in page
     assert 'href="/credits/"' in page
     assert not GenerationJob.objects.exists()
+    assert "3 short" not in client.get(f"/studio/{tab.id}/").content.decode()  # shown once
 
 
 def test_estimate_partial_shows_cost_and_optimized_prompt(alice, browser_of):
@@ -182,11 +188,15 @@ def test_the_return_notice_counts_finished_jobs_and_images_once(alice, browser_o
         job_finish(job_id=job.id, fence=Q(), status="failed", error_code="X")
     _running_job(alice, tab, images=1)
     page = client.get("/collection/").content.decode()
-    assert "2 generations finished while you were away (5 images)" in page
     assert "1 still generating" in page
-    again = client.get("/collection/").content.decode()
-    assert "while you were away" not in again
+    # The page's first activity poll shows what finished (generation/pages/activity.py), once.
+    arrival = client.get("/activity/", {"arrival": "1"}).content.decode()
+    assert "2 generations finished while you were away (5 images)" in arrival
+    assert "1 still generating" in arrival
+    again = client.get("/activity/", {"arrival": "1"}).content.decode()
+    assert "finished" not in again
     assert "1 still generating" in again
+    assert "finished while you were away" not in client.get("/collection/").content.decode()
 
 
 def test_other_peoples_tabs_jobs_and_looks_are_404(alice, bob, charlie, browser_of):

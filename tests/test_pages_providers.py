@@ -140,20 +140,20 @@ def test_the_estimate_of_a_clip_is_its_price_a_second_times_its_duration(studio)
 def test_an_option_the_model_refuses_is_shown_beside_its_field_and_starts_nothing(studio, openai_on):
     client, tab = studio
     clip = {"prompt": "waves", "provider": "local", "kind": "video", "model": "atelier-motion-1", "count": "1"}
-    response = client.post(f"/studio/{tab.id}/generate/", {**clip, "duration_seconds": "5"})
-    assert response.status_code == 400
+    response = client.post(f"/studio/{tab.id}/generate/", {**clip, "duration_seconds": "5"}, follow=True)
+    assert response.redirect_chain == [(f"/studio/{tab.id}/", 302)]
     assert "Duration: Atelier Motion makes clips of " in response.content.decode()
 
     # A page without JavaScript still showed the local model's seed field when OpenAI was chosen.
     stale = {"prompt": "p", "provider": "openai", "kind": "image", "model": "gpt-image-2", "seed": "5"}
-    response = client.post(f"/studio/{tab.id}/generate/", stale)
-    assert response.status_code == 400
+    response = client.post(f"/studio/{tab.id}/generate/", stale, follow=True)
+    assert response.redirect_chain == [(f"/studio/{tab.id}/", 302)]
     page = response.content.decode()
     assert "Seed: GPT Image 2 does not take this option." in page
     assert not has_input(page, "seed")  # the form is drawn for GPT Image 2 now
 
     # Without JavaScript, "Estimate" redraws the form for the new provider and names the mismatch.
-    response = client.post(f"/studio/{tab.id}/estimate/", {**stale, "model": "atelier-sketch-1"})
+    response = client.post(f"/studio/{tab.id}/estimate/", {**stale, "model": "atelier-sketch-1"}, follow=True)
     page = response.content.decode()
     assert "Model: Unknown model for openai" in page
     assert selected(page, "model") == "gpt-image-2"
@@ -163,8 +163,10 @@ def test_an_option_the_model_refuses_is_shown_beside_its_field_and_starts_nothin
 def test_a_provider_without_credentials_is_refused_by_name(studio, settings):
     client, tab = studio
     settings.OPENAI_API_KEY = ""
-    response = client.post(f"/studio/{tab.id}/generate/", {"prompt": "p", "provider": "openai", "kind": "image"})
-    assert response.status_code == 400
+    response = client.post(
+        f"/studio/{tab.id}/generate/", {"prompt": "p", "provider": "openai", "kind": "image"}, follow=True
+    )
+    assert response.redirect_chain == [(f"/studio/{tab.id}/", 302)]
     assert "Provider: The openai provider is not enabled here; set OPENAI_API_KEY to enable it." in (
         response.content.decode()
     )
@@ -179,8 +181,8 @@ def test_an_edit_with_a_mask_from_the_form_and_the_mask_is_kept_on_a_rerender(st
         "mask_image": SimpleUploadedFile("m.png", png_bytes(64, 64)),
         "background": "transparent", "output_format": "jpeg",  # a combination GPT Image refuses
     }  # fmt: skip
-    response = client.post(f"/studio/{tab.id}/generate/", edit)
-    assert response.status_code == 400
+    response = client.post(f"/studio/{tab.id}/generate/", edit, follow=True)
+    assert response.redirect_chain == [(f"/studio/{tab.id}/", 302)]
     page = response.content.decode()
     assert "Format: A transparent background needs the png or webp format." in page
     tab.refresh_from_db()

@@ -380,7 +380,10 @@ def test_the_pages_work_under_the_policy_with_nothing_refused(make_stack, alice,
     expect(page.get_by_test_id("status")).to_have_text("Succeeded")
     page.goto("/collection/")
     expect(page.get_by_test_id("look")).to_have_count(2)
-    page.get_by_test_id("look").first.locator("a").first.click()
+    page.get_by_test_id("look").first.locator("a").first.click()  # the lightbox opens over the collection
+    page.wait_for_function("() => document.querySelector('[data-testid=lightbox-image]').complete")
+    assert loaded_images(page, "[data-testid=lightbox-image]") == 1
+    page.get_by_test_id("lightbox-open").click()  # and leads to the look's page
     expect(page.get_by_test_id("full-image")).to_be_visible()
     page.wait_for_function("() => document.querySelector('[data-testid=full-image]').complete")
     assert loaded_images(page, "[data-testid=full-image]") == 1

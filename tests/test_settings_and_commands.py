@@ -73,13 +73,61 @@ def test_bootstrap_creates_user_team_and_prints_a_working_key_last(capsys):
     assert stored.key_hash == api_key_hash(raw_key)
     assert raw_key not in stored.key_hash and stored.prefix in raw_key  # only the hash is kept
 
-    # Run again: the same user and team, a fresh key.
-    call_command("bootstrap", email="ops@example.com", password="long-enough-pw", team="Studio")
-    second_key = capsys.readouterr().out.strip().splitlines()[-1]
-    assert second_key != raw_key
+    # Run again: the same user, team and key; nothing changes (the key cannot be shown again).
+    password_hash = User.objects.get(email="ops@example.com").password
+    call_command("bootstrap", email="ops@example.com", password="a-different-pw", team="Studio")
+    again = capsys.readouterr()
+    assert again.out.strip().splitlines()[-1].startswith("API key: created on the first run")
+    assert "atl_" not in again.out
+    assert "password other than the one given" in again.err  # told, not changed
+    assert User.objects.get(email="ops@example.com").password == password_hash
     assert User.objects.filter(email="ops@example.com").count() == 1
     assert Team.objects.filter(name="Studio").count() == 1
+    assert ApiKey.objects.filter(team=team).count() == 1
+
+    # --new-key asks for a further key: printed alone on the last line.
+    call_command("bootstrap", email="ops@example.com", password="long-enough-pw", team="Studio", new_key=True)
+    second_key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert second_key.startswith("atl_") and second_key != raw_key
     assert ApiKey.objects.filter(team=team).count() == 2
+
+
+@pytest.mark.django_db
+def test_bootstrap_makes_the_operator_once_and_grants_starting_credits_once(capsys, tmp_path):
+    key_file = tmp_path / "demo-login.txt"
+    options = {
+        "email": "demo@example.com", "password": "demo-password", "team": "Demo", "credits": 500,
+        "key_file": str(key_file), "operator_email": "operator@example.com", "operator_password": "operator-pw-1",
+    }  # fmt: skip
+    call_command("bootstrap", **options)
+    first = capsys.readouterr().out
+    raw_key = key_file.read_text().splitlines()[-1]
+    assert first.strip().splitlines()[-1] == raw_key  # the file holds the key printed once
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    operator = User.objects.get(email="operator@example.com")
+    assert (operator.is_staff, operator.is_superuser) == (True, True)
+    assert not operator.teams.exists()  # an operator, not a member of the demo team
+    assert operator.check_password("operator-pw-1")
+    team = Team.objects.get(name="Demo")
+    account = team.credit_account
+
+    before = (
+        User.objects.get(email="demo@example.com").password, operator.password, account.entries.count(),
+        ApiKey.objects.count(),
+    )  # fmt: skip
+    call_command("bootstrap", **options)
+    second = capsys.readouterr().out
+    assert "granted on the first run, not again" in second
+    assert "operator operator@example.com: already there, unchanged" in second
+    assert f"saved in {key_file}" in second
+    account.refresh_from_db()
+    after = (
+        User.objects.get(email="demo@example.com").password, User.objects.get(email="operator@example.com").password,
+        account.entries.count(), ApiKey.objects.count(),
+    )  # fmt: skip
+    assert after == before
+    assert (account.available, account.held) == (500, 0)
+    assert key_file.read_text().splitlines()[-1] == raw_key  # the file is not rewritten
 
 
 @pytest.mark.django_db

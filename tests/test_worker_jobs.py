@@ -58,7 +58,7 @@ def test_four_image_job_shows_each_image_land_and_ends_with_pngs_looks_and_zip(s
     download = alice.client.get(f"/api/v1/jobs/{job_id}/download")
     assert download["Content-Type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
-    assert archive.namelist() == ["image-1.png", "image-2.png", "image-3.png", "image-4.png"]
+    assert archive.namelist() == [f"ocean-blue-chrome-tips-{n}.png" for n in (1, 2, 3, 4)]  # named after the prompt
     assert all(archive.read(name).startswith(b"\x89PNG") for name in archive.namelist())
 
 

@@ -31,7 +31,6 @@ from generation.api.serializers import (
     ActivitySeenSerializer,
     AssetSerializer,
     AssetUploadSerializer,
-    JobCreateSerializer,
     JobListQuerySerializer,
     JobSerializer,
     LookSerializer,
@@ -50,9 +49,10 @@ from generation.selectors import (
 )
 from generation.services.assets import asset_upload
 from generation.services.files import SPOOL_BYTES, archive_write, output_filename, stored_name
+from generation.services.job_body import JobCreateSerializer
 from generation.services.lifecycle import activity_mark_seen, job_cancel
 from generation.services.retry import job_retry
-from generation.services.submit import job_estimate, job_submit
+from generation.services.submit import SubmitOutcome, job_estimate, job_submit
 from generation.uploads import oversized_uploads, too_large_message
 
 IDEMPOTENCY_KEY_MAX = 200
@@ -143,11 +143,10 @@ class JobListCreateView(APIView):
             spec=serializer.to_spec(),
             idempotency_key=idempotency_key,
         )
-        replayed = not result.created and bool(idempotency_key) and result.job.idempotency_key == idempotency_key
         # A replay answers like the original; an active job for the subject is a plain 200.
-        code = status.HTTP_202_ACCEPTED if result.created or replayed else status.HTTP_200_OK
+        code = status.HTTP_200_OK if result.outcome is SubmitOutcome.ACTIVE_SUBJECT else status.HTTP_202_ACCEPTED
         response = _job_response(request, result.job, code)
-        if replayed:
+        if result.replayed:
             response["Idempotent-Replayed"] = "true"
         return response
 

@@ -1,17 +1,24 @@
-"""What every page knows: the person, their current team, its credits, and the return notice."""
+"""What every page knows: the person, their current team, its credits and its live activity.
+Reads only: rendering a page changes nothing (the activity poll's view marks jobs seen)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
+
 from django.http import Http404, HttpRequest
-from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 
 from accounts.models import Team, User
 from accounts.teams import current_team
-from credits.models import CreditAccount
-from generation.models import ACTIVE_STATUSES, FINISHED_STATUSES, GenerationJob
+from generation.models import GenerationJob
+from generation.selectors import QueuePlace, QueuePlaces, TeamActivity, team_activity
 
-NOTICE_LIMIT = 10
+# How often a page asks for its live status, in seconds (live.js reads it from the page): often
+# while the team has something queued or running, rarely when only a job started elsewhere (the
+# API, another browser) can change what it shows.
+POLL_SECONDS_ACTIVE = 2
+POLL_SECONDS_IDLE = 5
 
 
 def page_user(request: HttpRequest) -> User:
@@ -26,28 +33,74 @@ def page_team(request: HttpRequest) -> Team:
     return team
 
 
-class ActivityNotice:
-    """Finished jobs the person has not seen, and how many are still running.
+def page_queue_places(request: HttpRequest) -> QueuePlaces:
+    """One reading of the queue per request, shared by everything the request draws (a panel and
+    its ETag, the queue panel), so they agree."""
+    places = getattr(request, "_atelier_queue_places", None)
+    if places is None:
+        places = request._atelier_queue_places = QueuePlaces()  # type: ignore[attr-defined]
+    return places
 
-    Built only when a page's template reads it (partials never do), and once built the jobs it
-    lists count as seen: the notice is shown once.
-    """
 
-    def __init__(self, user: User, team: Team) -> None:
-        mine = GenerationJob.objects.filter(team=team, created_by=user)
-        unseen = list(
-            mine.filter(status__in=FINISHED_STATUSES, seen_at__isnull=True).order_by("-finished_at")[:NOTICE_LIMIT]
-        )
-        self.finished = unseen
-        self.finished_count = len(unseen)
-        self.images = sum(job.completed_outputs for job in unseen if job.kind != GenerationJob.Kind.VIDEO)
-        self.clips = sum(job.completed_outputs for job in unseen if job.kind == GenerationJob.Kind.VIDEO)
-        self.active_count = mine.filter(status__in=ACTIVE_STATUSES).count()
-        if unseen:
-            GenerationJob.objects.filter(id__in=[job.id for job in unseen]).update(seen_at=timezone.now())
+def page_activity(request: HttpRequest) -> TeamActivity:
+    """The team's balance and active jobs, read once per request (the header, the banner, the
+    tab dots and the queue panel all draw from it)."""
+    activity = getattr(request, "_atelier_activity", None)
+    if activity is None:
+        activity = request._atelier_activity = team_activity(team=page_team(request))  # type: ignore[attr-defined]
+    return activity
 
-    def __bool__(self) -> bool:
-        return bool(self.finished_count or self.active_count)
+
+@dataclass(frozen=True)
+class QueueRow:
+    """One job of the queue panel: the job's row and, while it is queued, its place."""
+
+    job: GenerationJob
+    place: QueuePlace | None
+
+    @property
+    def progress_value(self) -> str:
+        """Outputs made, with the provider's own progress of the one it is making (Veo's)."""
+        operation = self.job.provider_operation if self.job.status == GenerationJob.Status.RUNNING else {}
+        return f"{self.job.completed_outputs + (operation.get('progress') or 0) / 100:.2f}"
+
+
+class LiveStatus:
+    """The live parts of a page as the templates read them (templates/partials/activity_*.html):
+    the same object draws the full page and the activity poll's fragments."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        self._request = request
+        self._user = page_user(request)
+        self.activity = page_activity(request)
+
+    @property
+    def poll_seconds(self) -> int:
+        return POLL_SECONDS_ACTIVE if self.activity.active else POLL_SECONDS_IDLE
+
+    @property
+    def balance(self) -> int:
+        return self.activity.balance
+
+    @property
+    def queue_count(self) -> int:
+        return len(self.activity.active)
+
+    @property
+    def mine_active_count(self) -> int:
+        return len(self.activity.active_of(self._user))
+
+    @property
+    def busy_tab_ids(self) -> set[int]:
+        return self.activity.busy_tab_ids(self._user)
+
+    @cached_property
+    def queue(self) -> list[QueueRow]:
+        """The queue panel's rows: the running jobs first (oldest first), then the queued ones
+        in the order they will start."""
+        places = page_queue_places(self._request)
+        rows = [QueueRow(job=job, place=places.of(job)) for job in self.activity.active]
+        return sorted(rows, key=lambda row: row.place.position if row.place is not None else 0)
 
 
 def page_context(request: HttpRequest) -> dict:
@@ -56,19 +109,13 @@ def page_context(request: HttpRequest) -> dict:
     if not request.user.is_authenticated:
         return {}
 
-    def balance() -> CreditAccount | None:
-        team = current_team(request)
-        return CreditAccount.objects.get_or_create(team=team)[0] if team is not None else None
-
-    def notice() -> ActivityNotice | None:
-        team = current_team(request)
-        return ActivityNotice(page_user(request), team) if team is not None else None
+    def live() -> LiveStatus | None:
+        return LiveStatus(request) if current_team(request) is not None else None
 
     return {
         "team": SimpleLazyObject(lambda: current_team(request)),  # false for a person in no team
         "user_teams": SimpleLazyObject(
             lambda: list(Team.objects.filter(memberships__user=page_user(request)).order_by("name"))
         ),
-        "credit_account": SimpleLazyObject(balance),
-        "activity_notice": SimpleLazyObject(notice),
+        "live": SimpleLazyObject(live),
     }

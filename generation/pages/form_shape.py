@@ -14,8 +14,8 @@ from django.conf import settings
 
 from generation.models import GenerationJob
 from generation.pages.studio_form import REFERENCE_SLOTS
-from generation.prompts import STYLE_PRESETS
-from generation.providers.catalog import ASPECT_RATIOS, QUALITIES, ModelSpec, Option, ProviderSpec, configured_providers
+from generation.params import ASPECT_RATIOS, DEFAULT_QUALITY, QUALITIES, STUDIO_DEFAULT_STYLE, STYLE_LABELS, STYLES
+from generation.providers.catalog import ModelSpec, Option, ProviderSpec, configured_providers
 
 KINDS = (
     (GenerationJob.Kind.IMAGE.value, "Image"),
@@ -28,7 +28,7 @@ IMAGE_TYPES = "image/png,image/jpeg,image/webp"
 @dataclass(frozen=True)
 class FieldView:
     """One field as templates/studio/partials/field.html draws it: its label, its input (a select
-    when it has choices) and its errors."""
+    when it has choices, a file input for an upload) and its errors."""
 
     name: str
     label: str
@@ -39,18 +39,31 @@ class FieldView:
     inputmode: str = ""
     maxlength: int = 0
     reshapes: bool = False  # changing it redraws the settings (the provider, the kind, the model)
+    # An image upload: the file input, the earlier upload kept in a hidden field (`value`), and
+    # for references and the sketch an influence slider.
+    accept: str = ""
+    weight: object = None
+    # What each choice adds, shown under the select (the style: what it adds to the prompt).
+    notes: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_upload(self) -> bool:
+        return bool(self.accept)
 
 
 @dataclass(frozen=True)
-class UploadView:
-    """An image upload: a file input, the earlier upload kept in a hidden field, an optional weight."""
+class Section:
+    """A collapsible part of the form (templates/studio/partials/form_settings.html): open when
+    one of its fields holds a value or an error, or when the work needs it (an edit's source)."""
 
-    name: str
-    label: str
-    asset: str
-    errors: list[str]
-    weight: object = None  # the influence slider's value, for references and the sketch
-    accept: str = IMAGE_TYPES
+    key: str
+    title: str
+    fields: list[FieldView]
+    always_open: bool = False
+
+    @property
+    def open(self) -> bool:
+        return self.always_open or any(field.value or field.errors for field in self.fields)
 
 
 @dataclass(frozen=True)
@@ -73,12 +86,14 @@ OPTION_FIELDS: dict[Option, _OptionField] = {
     Option.STRENGTH: _OptionField("Strength", placeholder="0-1 (edits)", inputmode="decimal", advanced=True),
     Option.NEGATIVE_PROMPT: _OptionField("Negative prompt", maxlength=1000, advanced=True),
 }
-# The names of errors whose field the form does not show as drawn: a seed sent to a model that
+# The labels of errors whose field the form does not show as drawn: a seed sent to a model that
 # takes none (from a page without JavaScript that still showed the previous model's fields), or
 # an error about all the references at once.
 FIELD_LABELS = {
     **{option.value: spec.label for option, spec in OPTION_FIELDS.items()},
     "count": "Outputs",
+    "style": "Style",
+    "quality": "Quality",
     "aspect_ratio": "Aspect ratio",
     "source_image": "Source image",
     "mask_image": "Mask",
@@ -96,18 +111,11 @@ def labelled_errors(errors: dict[str, list[str]]) -> list[tuple[str, list[str]]]
 
 @dataclass(frozen=True)
 class FormShape:
-    provider: FieldView
-    kind: FieldView
-    model: FieldView
-    settings: list[FieldView]  # outputs, style, quality, aspect ratio, then the model's main options
-    advanced: list[FieldView]
-    uploads: list[UploadView]
+    count: FieldView  # at the top, beside Generate
+    style: FieldView  # at the top, with what it adds to the prompt
+    sections: list[Section]  # settings, source, references, sketch, advanced: each collapsible
     other_errors: list[tuple[str, list[str]]]  # (label, messages) of fields the form does not show
     is_video: bool
-
-    @property
-    def advanced_open(self) -> bool:
-        return any(field.value or field.errors for field in self.advanced)
 
 
 @dataclass(frozen=True)
@@ -150,23 +158,32 @@ def _select(name: str, label: str, value: str, errors: dict, choices: tuple[tupl
     return FieldView(name, label, value, errors.get(name, []), choices=choices)
 
 
-def _settings(choice: _Choice, values: dict, errors: dict) -> list[FieldView]:
+def _count(choice: _Choice, values: dict, errors: dict) -> FieldView:
     model = choice.model
     most = min(model.max_outputs, settings.GENERATION_MAX_OUTPUTS) if model else settings.GENERATION_MAX_OUTPUTS
     count = _text(values.get("count")) or "1"
     if count.isdigit() and int(count) > most:
         count = str(most)  # drawn at the most this model makes; the estimate shows the new cost
-    ratios = model.aspect_ratios if model else ASPECT_RATIOS
+    label = "Clips" if choice.kind == GenerationJob.Kind.VIDEO else "Images"
+    return _select("count", label, count, errors, tuple((str(n), str(n)) for n in range(1, most + 1)))
+
+
+def _style(values: dict, errors: dict) -> FieldView:
+    """The style select, with what each style adds to the prompt (app.js shows the chosen one's)."""
+    notes = tuple(
+        (name, f"Adds: {words}, and the quality's cue." if words else "Adds nothing: your prompt is sent as written.")
+        for name, words in STYLES.items()
+    )
+    value = _text(values.get("style")) or STUDIO_DEFAULT_STYLE
+    view = _select("style", "Style", value, errors, tuple(STYLE_LABELS.items()))
+    return FieldView(view.name, view.label, view.value, view.errors, choices=view.choices, notes=notes)
+
+
+def _settings(choice: _Choice, values: dict, errors: dict) -> list[FieldView]:
+    ratios = choice.model.aspect_ratios if choice.model else ASPECT_RATIOS
+    quality = _text(values.get("quality")) or DEFAULT_QUALITY
     return [
-        _select(
-            "count",
-            "Clips" if choice.kind == GenerationJob.Kind.VIDEO else "Images",
-            count,
-            errors,
-            tuple((str(n), str(n)) for n in range(1, most + 1)),
-        ),
-        _select("style", "Style", _text(values.get("style")) or "realistic", errors, _same(sorted(STYLE_PRESETS))),
-        _select("quality", "Quality", _text(values.get("quality")) or "standard", errors, _same(QUALITIES)),
+        _select("quality", "Quality", quality, errors, _same(QUALITIES)),
         _select("aspect_ratio", "Aspect ratio", _text(values.get("aspect_ratio")), errors, _same(ratios)),
     ]
 
@@ -211,36 +228,46 @@ def _options(model: ModelSpec | None, values: dict, errors: dict) -> tuple[list[
     return main, advanced
 
 
-def _uploads(choice: _Choice, values: dict, errors: dict) -> list[UploadView]:
-    def upload(name: str, label: str, **extra: object) -> UploadView:
-        return UploadView(name, label, _text(values.get(f"{name}_asset")), errors.get(name, []), **extra)  # type: ignore[arg-type]
+def _upload(
+    values: dict, errors: dict, name: str, label: str, accept: str = IMAGE_TYPES, weight: object = None
+) -> FieldView:
+    asset = _text(values.get(f"{name}_asset"))
+    return FieldView(name, label, asset, errors.get(name, []), accept=accept, weight=weight)
 
+
+def _upload_sections(choice: _Choice, values: dict, errors: dict) -> list[Section]:
+    """The images to work from, each kind in its own section: an edit's source (and mask), the
+    references, the sketch; only those the kind and model use."""
     model = choice.model
-    uploads: list[UploadView] = []
+    sections = []
     if choice.kind == GenerationJob.Kind.EDIT:
-        uploads.append(upload("source_image", "Source image"))
+        source = [_upload(values, errors, "source_image", "Source image")]
         if model is not None and model.accepts_mask:
-            uploads.append(upload("mask_image", "Mask (a PNG, transparent where it may change)", accept="image/png"))
+            mask = "Mask (a PNG, transparent where it may change)"
+            source.append(_upload(values, errors, "mask_image", mask, accept="image/png"))
+        sections.append(Section("source", "Source image", source, always_open=True))  # an edit needs it
     slots = min(REFERENCE_SLOTS, model.max_references) if model is not None else 0
-    for slot in range(1, slots + 1):
-        uploads.append(upload(f"reference_{slot}", f"Reference {slot}", weight=values.get(f"reference_{slot}_weight")))
     if slots:
-        uploads.append(upload("sketch_image", "Sketch", weight=values.get("sketch_image_weight")))
-    return uploads
+        references = [
+            _upload(
+                values, errors, f"reference_{slot}", f"Reference {slot}", weight=values.get(f"reference_{slot}_weight")
+            )
+            for slot in range(1, slots + 1)
+        ]
+        sections.append(Section("references", "Reference images", references))
+        sketch = _upload(values, errors, "sketch_image", "Sketch", weight=values.get("sketch_image_weight"))
+        sections.append(Section("sketch", "Sketch", [sketch]))
+    return sections
 
 
 def form_shape(values: dict, errors: dict[str, list[str]]) -> FormShape:
     """The form for `values` (form_values of a draft) with `errors` beside their fields."""
     choice = _choose(values)
-    settings_fields = _settings(choice, values, errors)
+    count, style = _count(choice, values, errors), _style(values, errors)
     main, advanced = _options(choice.model, values, errors)
-    uploads = _uploads(choice, values, errors)
-    shown = {"prompt", "provider", "kind", "model"} | {
-        view.name for view in settings_fields + main + advanced + uploads
-    }
     model_choices = tuple((model.id, model.label) for model in choice.models)
-    return FormShape(
-        provider=FieldView(
+    model_settings = [
+        FieldView(
             "provider",
             "Provider",
             choice.provider.name,
@@ -248,8 +275,8 @@ def form_shape(values: dict, errors: dict[str, list[str]]) -> FormShape:
             choices=tuple((spec.name, spec.label) for spec in choice.offered),
             reshapes=True,
         ),
-        kind=FieldView("kind", "Kind", choice.kind, errors.get("kind", []), choices=KINDS, reshapes=True),
-        model=FieldView(
+        FieldView("kind", "Kind", choice.kind, errors.get("kind", []), choices=KINDS, reshapes=True),
+        FieldView(
             "model",
             "Model",
             choice.model.id if choice.model else "",
@@ -257,9 +284,19 @@ def form_shape(values: dict, errors: dict[str, list[str]]) -> FormShape:
             choices=model_choices or (("", f"{choice.provider.label} makes no {choice.kind}"),),
             reshapes=True,
         ),
-        settings=settings_fields + main,
-        advanced=advanced,
-        uploads=uploads,
+        *_settings(choice, values, errors),
+        *main,
+    ]
+    # The settings always hold a value each: they start open, and fold away for the person who wants the room.
+    sections = [Section("settings", "Model and format", model_settings, always_open=True)]
+    sections += _upload_sections(choice, values, errors)
+    if advanced:
+        sections.append(Section("advanced", "Advanced", advanced))
+    shown = {"prompt", count.name, style.name} | {field.name for section in sections for field in section.fields}
+    return FormShape(
+        count=count,
+        style=style,
+        sections=sections,
         other_errors=labelled_errors({name: messages for name, messages in errors.items() if name not in shown}),
         is_video=choice.kind == GenerationJob.Kind.VIDEO,
     )

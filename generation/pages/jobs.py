@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from uuid import UUID
 
 from django.contrib.auth.decorators import login_required
@@ -15,8 +16,15 @@ from credits.services import job_credits_from_entries
 from generation.models import GenerationJob
 from generation.pages.context import page_team, page_user
 from generation.pages.lineage import job_lineage
+from generation.pages.outputs import OutputView, output_view, output_views
 from generation.pages.studio import progress_context
-from generation.selectors import job_list_for_team, job_queryset_for_team
+from generation.selectors import (
+    JobChain,
+    job_chain_heads_for_team,
+    job_chains_of,
+    job_outputs_of,
+    job_queryset_for_team,
+)
 from generation.services.seen import jobs_mark_seen
 
 PAGE_SIZE = 24
@@ -25,12 +33,44 @@ PAGE_SIZE = 24
 @login_required
 @require_GET
 def job_list(request: HttpRequest) -> HttpResponse:
+    """The team's generations, newest first: a job and its retries are one row (the latest
+    attempt's state and outputs) with its attempts in a history; the status filter is the latest
+    attempt's. Pages count generations, not jobs."""
     status = request.GET.get("status", "")
     if status not in GenerationJob.Status.values:
         status = ""
-    jobs = job_list_for_team(team=page_team(request), status=status or None).select_related("created_by")
-    page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "jobs/list.html", {"page": page, "status": status, "statuses": GenerationJob.Status.choices})
+    team = page_team(request)
+    page = Paginator(job_chain_heads_for_team(team=team, status=status or None), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    chains = job_chains_of(team=team, heads=page.object_list)
+    rows = _chain_rows(chains)
+    return render(
+        request,
+        "jobs/list.html",
+        {"page": page, "rows": rows, "status": status, "statuses": GenerationJob.Status.choices},
+    )
+
+
+def _chain_rows(chains: list[JobChain]) -> list[dict]:
+    """The chains as their rows draw them: the latest attempt's outputs with their looks (for the
+    lightbox's remix and delete; one query for the page), and each attempt with the outputs it
+    made itself (an output carried over from an earlier attempt is shown under that attempt)."""
+    latest_outputs = [output for chain in chains for output in job_outputs_of(chain.latest)]
+    views_by_job: dict[UUID, list[OutputView]] = {}
+    for view in output_views(latest_outputs):
+        views_by_job.setdefault(view.output.job_id, []).append(view)
+    rows = []
+    for chain in chains:
+        title = chain.latest.prompt
+        attempts = []
+        for number, attempt in enumerate(chain.attempts, start=1):
+            outputs = job_outputs_of(attempt)
+            made = [output_view(output, title=title) for output in outputs if not output.carried_from_id]
+            attempts.append({"job": attempt, "number": number, "made": made, "carried": len(outputs) - len(made)})
+        latest_views = [replace(view, title=title) for view in views_by_job.get(chain.latest.id, [])]
+        rows.append({"chain": chain, "latest": chain.latest, "outputs": latest_views, "attempts": attempts})
+    return rows
 
 
 @login_required

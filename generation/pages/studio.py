@@ -11,6 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import condition, require_GET, require_POST
 
@@ -19,16 +20,16 @@ from config.errors import ServerBusy, ServiceError
 from config.throttles import RateScope, rate_limit_wait
 from credits.services import InsufficientCredits
 from generation.errors import IdempotencyConflict
-from generation.models import GenerationJob, StudioTab
-from generation.pages.context import page_team, page_user
+from generation.models import ACTIVE_STATUSES, GenerationJob, StudioTab
+from generation.pages.context import page_queue_places, page_team, page_user
 from generation.pages.form_shape import form_shape, labelled_errors
-from generation.pages.limits import rate_limited, too_many_message, too_many_response
+from generation.pages.limits import rate_limited, too_many_message
 from generation.pages.outputs import output_view
-from generation.pages.studio_form import FormResult, draft_from_post, form_errors, form_values, uploads_sent
-from generation.selectors import QueuePlace, job_outputs_of, queue_snapshot, tab_progress_job
+from generation.pages.studio_form import draft_from_post, draft_spec, form_errors, form_values, uploads_sent
+from generation.selectors import QueuePlace, job_outputs_of, tab_progress_job
 from generation.services.seen import jobs_mark_seen
 from generation.services.studio import tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
-from generation.services.submit import job_estimate, job_submit
+from generation.services.submit import Estimate, job_estimate, job_submit
 from generation.uploads import oversized_uploads
 
 POLL_SECONDS = 1
@@ -57,14 +58,9 @@ def elapsed_text(seconds: float) -> str:
 
 
 def _queue_place(request: HttpRequest, job: GenerationJob) -> QueuePlace | None:
-    """A queued job's place in the fair order, from one snapshot of the queue per request (the
-    poll's ETag and its panel share it)."""
-    if job.status != GenerationJob.Status.QUEUED:
-        return None
-    snapshot = getattr(request, "_atelier_queue_snapshot", None)
-    if snapshot is None:
-        snapshot = request._atelier_queue_snapshot = queue_snapshot()  # type: ignore[attr-defined]
-    return snapshot.place(job)
+    """A queued job's place in the fair order (the one selector, `QueuePlaces`), from one snapshot
+    of the queue per request: the poll's ETag and its panel share it."""
+    return page_queue_places(request).of(job)
 
 
 def progress_context(request: HttpRequest, job: GenerationJob | None, tab: StudioTab | None = None) -> dict:
@@ -98,12 +94,48 @@ def progress_context(request: HttpRequest, job: GenerationJob | None, tab: Studi
     }
 
 
-def _render_tab(
-    request: HttpRequest, tab: StudioTab, form: FormResult | None = None, status: int = 200, **extra: object
-) -> HttpResponse:
-    draft = form.draft if form is not None else tab.draft
-    errors = form.errors if form is not None else {}
-    values = form_values(draft)
+def _shown_key(tab: StudioTab) -> str:
+    return f"atelier:studio:{tab.id}:shown"
+
+
+def _show_once(
+    request: HttpRequest, tab: StudioTab, *, errors: dict | None = None, shortfall: dict | None = None
+) -> None:
+    """Keep what a refused post has to show (its field errors, the credits it lacked) for the next
+    drawing of the tab only: every studio post ends in a redirect (a reload then sends nothing
+    again), and the draft it refers to is already saved in the tab."""
+    request.session[_shown_key(tab)] = {"errors": errors or {}, "shortfall": shortfall}
+
+
+def _draft_estimate(draft: dict) -> Estimate | None:
+    """The cost and the prompt to be sent of a stored draft, when it is a job (reads only)."""
+    spec = draft_spec(draft)
+    if spec is None:
+        return None
+    try:
+        return job_estimate(spec=spec)
+    except ServiceError:
+        return None
+
+
+def _earlier_active_panels(request: HttpRequest, tab: StudioTab, current: GenerationJob | None) -> list[str]:
+    """The progress panels of the tab's other queued and running jobs, newest first: pressing
+    Generate again starts a job beside the running one, never hiding it. Each polls its own job."""
+    if current is None:
+        return []
+    jobs = GenerationJob.objects.filter(tab=tab, status__in=ACTIVE_STATUSES).exclude(id=current.id)
+    return [
+        render_to_string("studio/partials/progress.html", progress_context(request, job), request=request)
+        for job in jobs.order_by("-created_at")
+    ]
+
+
+def _render_tab(request: HttpRequest, tab: StudioTab, status: int = 200) -> HttpResponse:
+    """The tab as stored: its draft in the form, the errors and shortfall of the post that
+    redirected here (once), the estimate of the draft, and the progress of its jobs."""
+    shown = request.session.pop(_shown_key(tab), None) or {}
+    errors = shown.get("errors") or {}
+    values = form_values(tab.draft)
     job = tab_current_job(tab)
     context = {
         "tabs": _tabs(request),
@@ -113,10 +145,16 @@ def _render_tab(
         "values": values,
         "errors": errors,
         "shape": form_shape(values, errors),
+        "shortfall": shown.get("shortfall"),
+        "estimate": _draft_estimate(tab.draft),
         **progress_context(request, job, tab),
-        **extra,
+        "earlier_active": _earlier_active_panels(request, tab, job),
     }
     return render(request, "studio/studio.html", context, status=status)
+
+
+def _back_to_tab(tab: StudioTab) -> HttpResponse:
+    return redirect("studio-tab", tab_id=tab.id)
 
 
 @login_required
@@ -176,7 +214,8 @@ def tab_close_view(request: HttpRequest, tab_id: int) -> HttpResponse:
 @require_POST
 @rate_limited(RateScope.ESTIMATE, page=_tab_refused)  # each one also saves the draft
 def tab_estimate(request: HttpRequest, tab_id: int) -> HttpResponse:
-    """The cost and optimized prompt of the form as it stands; also saves the draft (files aside)."""
+    """The cost and optimized prompt of the form as it stands (htmx: the estimate panel); also
+    saves the draft (files aside). Without htmx: the draft is saved and the tab drawn again."""
     tab = _tab(request, tab_id)
     try:
         form = draft_from_post(post=request.POST, files={}, team=page_team(request), user=page_user(request))  # type: ignore[arg-type]
@@ -188,11 +227,12 @@ def tab_estimate(request: HttpRequest, tab_id: int) -> HttpResponse:
         try:
             estimate = job_estimate(spec=form.spec)
         except ServiceError as error:
-            form.errors = form_errors(error.details, form.draft)
+            form.errors = form_errors(error.details)
     if request.htmx:  # type: ignore[attr-defined]
         context = {"estimate": estimate, "estimate_errors": labelled_errors(form.errors)}
         return render(request, "studio/partials/estimate.html", context)
-    return _render_tab(request, tab, form, estimate=estimate)
+    _show_once(request, tab, errors=form.errors)
+    return _back_to_tab(tab)
 
 
 @login_required
@@ -200,14 +240,16 @@ def tab_estimate(request: HttpRequest, tab_id: int) -> HttpResponse:
 @rate_limited(RateScope.ESTIMATE, page=_tab_refused)
 def tab_form_settings(request: HttpRequest, tab_id: int) -> HttpResponse:
     """The form's settings drawn again for the provider, kind and model just chosen (htmx swaps
-    them in, then asks for the estimate, which saves the draft). Without htmx: the whole tab."""
+    them in, then asks for the estimate, which saves the draft). Without htmx: the draft is saved
+    and the tab drawn again."""
     tab = _tab(request, tab_id)
     try:
         form = draft_from_post(post=request.POST, files={}, team=page_team(request), user=page_user(request))  # type: ignore[arg-type]
     except QuotaExceeded as error:
         return _draft_refused(request, tab, error)
     if not request.htmx:  # type: ignore[attr-defined]
-        return _render_tab(request, tab, FormResult(draft=form.draft))
+        tab_save_draft(tab=tab, draft=form.draft)
+        return _back_to_tab(tab)
     values = form_values(form.draft)
     context = {"tab": tab, "values": values, "shape": form_shape(values, {}), "reshaped": True}
     return render(request, "studio/partials/form_settings.html", context)
@@ -216,6 +258,9 @@ def tab_form_settings(request: HttpRequest, tab_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def tab_generate(request: HttpRequest, tab_id: int) -> HttpResponse:
+    """Start a job from the form. Whatever happens, the answer is a redirect to the tab (a reload
+    sends nothing again): the draft is saved in the tab first, and what the person must see (field
+    errors, the credits lacking, a quota or limit) is kept for the next drawing of the tab."""
     tab = _tab(request, tab_id)
     team, user = page_team(request), page_user(request)
     # The API's submit limit: the button spends credits as a POST /api/v1/jobs does. Checked
@@ -223,7 +268,7 @@ def tab_generate(request: HttpRequest, tab_id: int) -> HttpResponse:
     wait = rate_limit_wait(request, RateScope.SUBMIT)
     if wait is not None:
         messages.error(request, too_many_message(wait, "generations"))
-        return too_many_response(_render_tab(request, tab), wait)
+        return _back_to_tab(tab)
     oversized = oversized_uploads(request)
     # Each file is an upload, counted as a POST /api/v1/assets is; all of them before any is
     # stored, so a press over the upload limit stores nothing, draft included.
@@ -231,7 +276,7 @@ def tab_generate(request: HttpRequest, tab_id: int) -> HttpResponse:
         wait = rate_limit_wait(request, RateScope.UPLOAD)
         if wait is not None:
             messages.error(request, too_many_message(wait, "uploads"))
-            return too_many_response(_render_tab(request, tab), wait)
+            return _back_to_tab(tab)
     post = request.POST.copy()
     post["tab"] = str(tab.id)
     try:
@@ -241,29 +286,32 @@ def tab_generate(request: HttpRequest, tab_id: int) -> HttpResponse:
     except QuotaExceeded as error:
         return _draft_refused(request, tab, error)
     except ServerBusy as error:  # no memory free to check an image now: the page says to send it again
-        messages.error(request, error.message)
-        response = _render_tab(request, tab, status=error.status_code)
-        response["Retry-After"] = str(error.retry_after)
-        return response
+        messages.error(request, f"{error.message} Press Generate again in {error.retry_after} seconds.")
+        return _back_to_tab(tab)
     if form.spec is None:
-        return _render_tab(request, tab, form, status=400)
+        _show_once(request, tab, errors=form.errors)
+        return _back_to_tab(tab)
     token = request.POST.get("submit_token", "")
     idempotency_key = f"studio:{token}" if len(token) == 32 and token.isalnum() else ""
+    already_running = GenerationJob.objects.filter(tab=tab, status__in=ACTIVE_STATUSES).exists()
     try:
-        job_submit(team=team, user=user, spec=form.spec, idempotency_key=idempotency_key)
+        result = job_submit(team=team, user=user, spec=form.spec, idempotency_key=idempotency_key)
     except IdempotencyConflict:
         messages.warning(request, "This form was already sent and its job started; change it and press Generate again.")
-        return redirect("studio-tab", tab_id=tab.id)
+        return _back_to_tab(tab)
     except InsufficientCredits as error:
         shortfall = {**error.details, "short": error.details["required"] - error.details["available"]}
-        return _render_tab(request, tab, form, status=402, shortfall=shortfall)
+        _show_once(request, tab, shortfall=shortfall)
+        return _back_to_tab(tab)
     except QuotaExceeded as error:  # the team's active jobs fill its quota
         messages.error(request, f"{error.message} Wait for one to finish, or cancel one, and press Generate again.")
-        return _render_tab(request, tab, form, status=error.status_code)
+        return _back_to_tab(tab)
     except ServiceError as error:
-        form.errors = form_errors(error.details, form.draft) or {"prompt": [error.message]}
-        return _render_tab(request, tab, form, status=400)
-    return redirect("studio-tab", tab_id=tab.id)
+        _show_once(request, tab, errors=form_errors(error.details) or {"prompt": [error.message]})
+        return _back_to_tab(tab)
+    if result.created and already_running:
+        messages.info(request, "Started beside the generation already running in this tab; both are shown.")
+    return _back_to_tab(tab)
 
 
 def _draft_refused(request: HttpRequest, tab: StudioTab, error: QuotaExceeded) -> HttpResponse:
@@ -273,7 +321,7 @@ def _draft_refused(request: HttpRequest, tab: StudioTab, error: QuotaExceeded) -
         context = {"estimate": None, "estimate_errors": [("Draft", [error.message])]}
         return render(request, "studio/partials/estimate.html", context, status=error.status_code)
     messages.error(request, error.message)
-    return _render_tab(request, tab, status=error.status_code)
+    return _back_to_tab(tab)
 
 
 def _polled_job(request: HttpRequest, tab_id: int) -> GenerationJob | None:

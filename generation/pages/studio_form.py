@@ -1,6 +1,7 @@
 """The studio form. Its draft is the API's job body, so the page and the API validate alike
-(with `JobCreateSerializer`) and a draft can be submitted as it is. What the form offers (its
-shape) is drawn from the model registry: see `generation/pages/form_shape.py`."""
+(with `JobCreateSerializer`, generation/services/job_body.py) and a draft can be submitted as it
+is; `form_errors` is the one map from the API's field paths back to the form's fields. What the
+form offers (its shape) is drawn from the model registry: see `generation/pages/form_shape.py`."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from accounts.models import Team, User
 from accounts.quotas import QuotaExceeded
 from config.api_errors import flatten_field_errors
 from config.errors import ValidationFailed
-from generation.api.serializers import FROM_STRINGS, JobCreateSerializer
+from config.serializers import FROM_STRINGS
 from generation.providers.catalog import Option
 from generation.services.assets import asset_upload
+from generation.services.job_body import JobCreateSerializer
 from generation.services.studio import tab_draft_check
 from generation.services.submit import JobSpec
 from generation.uploads import too_large_message
@@ -88,7 +90,7 @@ def draft_from_post(
         return result
     serializer = JobCreateSerializer(data=draft, context={FROM_STRINGS: True})  # form fields are strings
     if not serializer.is_valid():
-        result.errors = form_errors(flatten_field_errors(serializer.errors), draft)
+        result.errors = form_errors(flatten_field_errors(serializer.errors))
         return result
     result.spec = serializer.to_spec()
     return result
@@ -113,25 +115,41 @@ def _uuid_or_none(value: str) -> str | None:
         return None
 
 
-def form_errors(api_errors: dict[str, list[str]], draft: dict) -> dict[str, list[str]]:
-    """`params.seed` -> `seed`; `inputs.references.1.weight` -> `reference_2`; the source -> `source_image`."""
+# API paths whose form field is named otherwise (the rest: `params.seed` -> `seed`, `prompt` -> `prompt`).
+_INPUT_FIELDS = {
+    "source_asset_id": "source_image",
+    "mask_asset_id": "mask_image",
+    "sketch": "sketch_image",
+    "references": "references",  # an error about all of them at once (too many)
+}
+
+
+def form_field_for(path: str) -> str:
+    """The form field an API field path belongs to: `params.seed` -> `seed`;
+    `inputs.references.1.weight` -> `reference_2` (the form draws a draft's references in its
+    slots in order: form_values); `inputs.sketch.asset_id` -> `sketch_image`."""
+    parts = path.split(".")
+    if parts[0] == "params" and len(parts) > 1:
+        return parts[1]
+    if parts[0] != "inputs" or len(parts) == 1:
+        return parts[0]
+    if parts[1] == "references" and len(parts) > 2 and parts[2].isdigit():
+        return f"reference_{int(parts[2]) + 1}"
+    return _INPUT_FIELDS.get(parts[1], parts[1])
+
+
+def form_errors(api_errors: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The API's errors (flattened field paths -> messages) by form field."""
     named: dict[str, list[str]] = {}
     for path, messages in api_errors.items():
-        parts = path.split(".")
-        if parts[0] == "params" and len(parts) > 1:
-            name = parts[1]
-        elif parts[:2] == ["inputs", "source_asset_id"]:
-            name = "source_image"
-        elif parts[:2] == ["inputs", "mask_asset_id"]:
-            name = "mask_image"
-        elif parts[:2] == ["inputs", "references"] and len(parts) > 2 and parts[2].isdigit():
-            name = f"reference_{int(parts[2]) + 1}"
-        elif parts[:2] == ["inputs", "sketch"]:
-            name = "sketch_image"
-        else:
-            name = parts[-1] if parts[0] == "inputs" else parts[0]
-        named.setdefault(name, []).extend(messages)
+        named.setdefault(form_field_for(path), []).extend(messages)
     return named
+
+
+def draft_spec(draft: dict) -> JobSpec | None:
+    """A stored draft as a job, if it is one (for the estimate drawn with the page); reads only."""
+    serializer = JobCreateSerializer(data=draft, context={FROM_STRINGS: True})
+    return serializer.to_spec() if serializer.is_valid() else None
 
 
 def form_values(draft: dict) -> dict:

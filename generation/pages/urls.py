@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from generation.pages import collection, home, job_actions, jobs, remix, studio
+from generation.pages import activity, collection, favicon, home, job_actions, jobs, remix, studio
 
 
 class RowIdConverter:
@@ -33,9 +33,14 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/progress/", jobs.job_progress, name="job-progress"),
     path("jobs/<uuid:job_id>/cancel/", job_actions.job_cancel_view, name="job-cancel"),
     path("jobs/<uuid:job_id>/retry/", job_actions.job_retry_view, name="job-retry"),
+    path("jobs/<uuid:job_id>/edit-prompt/", job_actions.job_edit_prompt_view, name="job-edit-prompt"),
     path("collection/", collection.collection, name="collection"),
     path("collection/<uuid:look_id>/", collection.look_page, name="look-page"),
     path("collection/<uuid:look_id>/delete/", collection.look_delete, name="look-delete"),
     path("collection/<uuid:look_id>/remix/", remix.look_remix, name="look-remix"),
+    path("collection/<uuid:look_id>/variations/", remix.look_variations, name="look-variations"),
+    path("activity/", activity.activity, name="activity"),
+    path("queue/", activity.queue_page, name="queue"),
     path("healthz", home.healthz, name="healthz"),
+    path("favicon.ico", favicon.favicon, name="favicon"),
 ]

@@ -17,8 +17,10 @@ from enum import StrEnum
 
 from django.conf import settings
 
-ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
-QUALITIES = ("draft", "standard", "high")
+from generation.params import ASPECT_RATIOS as ASPECT_RATIOS  # the vocabulary's home; imported from here too
+from generation.params import DEFAULT_QUALITY
+from generation.params import QUALITIES as QUALITIES
+
 BACKGROUNDS = ("auto", "opaque", "transparent")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 IMAGE_KINDS = frozenset({"image", "edit"})
@@ -61,7 +63,7 @@ class ModelSpec:
         return self.durations[0] if self.durations else 0
 
     def credits_per_output(self, *, kind: str, quality: str, duration_seconds: int | None = None) -> int:
-        per_unit = self.credits.get(quality, self.credits["standard"])
+        per_unit = self.credits.get(quality, self.credits[DEFAULT_QUALITY])
         if kind == VIDEO:
             return per_unit * (duration_seconds or self.default_duration)
         return per_unit

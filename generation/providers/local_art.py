@@ -20,15 +20,17 @@ from typing import Any
 
 from PIL import Image, ImageFilter, ImageOps
 
+from generation import params as vocabulary
 from generation.providers.base import OutputRequest, ReferenceImage
 from generation.providers.local_motifs import RGB, _draw_motifs, _mix, _Palette
 
 _RENDER_VERSION = b"atelier-local-v1"
 
-STYLES = ("realistic", "artistic", "minimal")
-DEFAULT_STYLE = "realistic"
-QUALITY_LONG_SIDE = {"draft": 512, "standard": 768, "high": 1024}
-DEFAULT_QUALITY = "standard"
+# The styles it paints differently; any other ("none") is drawn as the default.
+STYLES = tuple(style for style in vocabulary.STYLES if style != vocabulary.STYLE_NONE)
+DEFAULT_STYLE = vocabulary.API_DEFAULT_STYLE
+QUALITY_LONG_SIDE = dict(zip(vocabulary.QUALITIES, (512, 768, 1024), strict=True))
+DEFAULT_QUALITY = vocabulary.DEFAULT_QUALITY
 ASPECT_RATIOS = {
     "1:1": (1, 1),
     "4:3": (4, 3),

@@ -7,6 +7,7 @@ import secrets
 import tempfile
 import zipfile
 from collections.abc import Iterable
+from datetime import datetime
 
 from django.conf import settings
 from django.core.files import File
@@ -14,6 +15,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db.models import Q
 from django.db.models.fields.files import FieldFile
+from django.utils import timezone
+from django.utils.text import slugify
 
 from generation.models import GeneratedOutput, GenerationJob
 from generation.services.bounded import call_bounded
@@ -24,6 +27,10 @@ logger = logging.getLogger(__name__)
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "video/mp4": "mp4"}
 # Zips are written to a temporary file that moves to disk past this size, never built in memory.
 SPOOL_BYTES = 8 * 1024 * 1024
+# A zip entry's name starts with the prompt, cut at a word boundary near this many characters.
+ENTRY_STEM_CHARS = 40
+# The zip format cannot date a file before 1980 (and an entry without a date shows as 1980).
+ZIP_EPOCH = datetime(1980, 1, 1)
 
 
 def job_folder(job: GenerationJob) -> str:
@@ -78,13 +85,55 @@ def _save_exactly(name: str, content: File) -> str:
     return saved
 
 
+def prompt_slug(prompt: str, *, limit: int = ENTRY_STEM_CHARS) -> str:
+    """The prompt as a file name's stem: "Golden roses, at dusk!" -> "golden-roses-at-dusk", cut
+    at the last word boundary within `limit` characters (a single longer word is cut where it
+    reaches the limit). A prompt with no letters or digits left is "atelier"."""
+    slug = slugify(prompt)
+    if len(slug) > limit:
+        cut = slug[: limit + 1]  # one character more: a hyphen right after the limit is a boundary
+        slug = cut[: cut.rfind("-")] if "-" in cut else slug[:limit]
+    return slug.strip("-") or "atelier"
+
+
+def archive_entry_name(*, prompt: str, index: int, mime: str) -> str:
+    """The name output `index` (0-based) has in the job's zip: the prompt's slug and the number
+    people see, `golden-roses-at-dusk-1.png`, or `...-1.mp4` for a clip."""
+    return f"{prompt_slug(prompt)}-{index + 1}.{EXTENSIONS.get(mime, 'bin')}"
+
+
+def _zip_date_time(moment: datetime | None) -> tuple[int, int, int, int, int, int]:
+    """A zip entry's date: the output's own creation time, in the server's time zone (the
+    format has no zone; unzip tools read it as local time)."""
+    if moment is None:
+        moment = timezone.now()
+    local = timezone.localtime(moment).replace(tzinfo=None) if timezone.is_aware(moment) else moment
+    local = max(local, ZIP_EPOCH)
+    return (local.year, local.month, local.day, local.hour, local.minute, local.second)
+
+
 def archive_write(*, job: GenerationJob, outputs: Iterable[GeneratedOutput], fileobj) -> None:  # type: ignore[no-untyped-def]
+    """Write the zip of `outputs` to `fileobj`: each entry named after the job's prompt and
+    dated with its output's creation time.
+
+    Outputs read from the job's row (`job_outputs_of` on a `job_queryset_for_team` row) carry no
+    creation time; their dates are read in one query.
+    """
+    outputs = list(outputs)
+    created = {output.index: output.created_at for output in outputs if output.created_at is not None}
+    if len(created) < len(outputs):
+        created = dict(GeneratedOutput.objects.filter(job_id=job.id).values_list("index", "created_at"))
     with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED) as archive:
         for output in outputs:
-            # Images are already compressed; storing them keeps zipping cheap.
+            entry = zipfile.ZipInfo(
+                archive_entry_name(prompt=job.prompt, index=output.index, mime=output.mime),
+                date_time=_zip_date_time(created.get(output.index)),
+            )
+            entry.compress_type = zipfile.ZIP_STORED  # images are already compressed; storing is cheap
+            entry.external_attr = 0o644 << 16  # a plain readable file once unzipped
             with (
                 default_storage.open(stored_name(output.file), "rb") as source,
-                archive.open(output_filename(output.index, output.mime), "w") as target,
+                archive.open(entry, "w") as target,
             ):
                 for chunk in iter(lambda: source.read(1024 * 1024), b""):
                     target.write(chunk)

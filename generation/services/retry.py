@@ -44,6 +44,7 @@ def job_retry(*, job: GenerationJob, user: User | None) -> tuple[GenerationJob, 
     5. Another active job for the same `subject_key` refuses the retry (InvalidJobStatus, 409).
     6. A team whose queued and running jobs fill its quota gets no new one (QuotaExceeded, 409);
        an existing retry (step 2) is still returned.
+    7. A job that lacks nothing (canceled after its last image) has nothing to retry (InvalidJobStatus).
     Returns (job, created).
     """
     for attempt in range(1, RETRY_TRANSACTION_ATTEMPTS + 1):
@@ -93,8 +94,13 @@ def _job_retry_create(*, job: GenerationJob, user: User | None) -> tuple[Generat
             return end, False
         if end.id != root.id:
             end = GenerationJob.objects.select_for_update().get(id=end.id)
-        jobs_active_quota_check(team=end.team)
         delivered = list(end.outputs.all())
+        if len(delivered) >= end.total_outputs:
+            raise InvalidJobStatus(
+                "This job has all its images; there is nothing to retry.",
+                details={"status": end.status, "completed_outputs": len(delivered)},
+            )
+        jobs_active_quota_check(team=end.team)
         # The retry stays in the tab only when that tab belongs to the person retrying.
         tab_id = end.tab_id if end.tab_id and end.tab and user and end.tab.user_id == user.id else None
         retry = GenerationJob.objects.create(

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Team, User
 from accounts.quotas import Quota, QuotaExceeded, quota_check, team_quota
-from generation.models import GenerationJob, Look, StudioTab
+from generation.models import GenerationJob, StudioTab
 
 TITLE_MAX = 80
 
@@ -75,33 +75,3 @@ def tab_save_draft(*, tab: StudioTab, draft: dict) -> None:
 
 def tab_current_job(tab: StudioTab) -> GenerationJob | None:
     return GenerationJob.objects.filter(tab=tab).order_by("-created_at").first()
-
-
-def tab_remix(*, look: Look, user: User, team: Team) -> StudioTab:
-    """A new tab prefilled with the prompt and settings that made `look` (a new seed is not forced:
-    the person sees the old one and may change it)."""
-    job = look.job
-    params = {key: value for key, value in job.params.items() if value is not None}
-    inputs: dict = {}
-    links = list(job.reference_links.all())
-    references = [{"asset_id": str(link.asset_id), "weight": link.weight} for link in links if link.role == "reference"]
-    if references:
-        inputs["references"] = references
-    sketch = next((link for link in links if link.role == "sketch"), None)
-    if sketch is not None:
-        inputs["sketch"] = {"asset_id": str(sketch.asset_id), "weight": sketch.weight}
-    if job.source_asset_id:
-        inputs["source_asset_id"] = str(job.source_asset_id)
-    mask = next((link for link in links if link.role == "mask"), None)
-    if mask is not None:
-        inputs["mask_asset_id"] = str(mask.asset_id)
-    draft = {
-        "prompt": job.prompt,
-        "kind": job.kind,
-        "provider": job.provider,
-        "model": job.model,
-        "count": job.total_outputs,
-        "params": params,
-        "inputs": inputs,
-    }
-    return tab_create(user=user, team=team, title=f"Remix: {job.prompt[:40]}", draft=draft)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from uuid import UUID
 
 from django.db import IntegrityError, transaction
@@ -51,10 +52,24 @@ class JobSpec:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class SubmitOutcome(StrEnum):
+    CREATED = "created"  # a new job was stored and held for
+    REPLAYED = "replayed"  # the Idempotency-Key's job, for the same body again: answered as the first time
+    ACTIVE_SUBJECT = "active_subject"  # the subject_key's active job, instead of a second one
+
+
 @dataclass(frozen=True)
 class SubmitResult:
     job: GenerationJob
-    created: bool  # False: an earlier job was returned (idempotent replay or active subject)
+    outcome: SubmitOutcome
+
+    @property
+    def created(self) -> bool:
+        return self.outcome is SubmitOutcome.CREATED
+
+    @property
+    def replayed(self) -> bool:
+        return self.outcome is SubmitOutcome.REPLAYED
 
 
 @dataclass(frozen=True)
@@ -136,7 +151,7 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
     fingerprint = spec.fingerprint()
     existing = _existing_job(team=team, spec=spec, idempotency_key=idempotency_key, fingerprint=fingerprint)
     if existing is not None:
-        return SubmitResult(job=existing, created=False)
+        return existing
 
     estimate = job_estimate(spec=spec)
     source, references = _resolve_inputs(team=team, spec=spec)
@@ -150,6 +165,8 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
                 team=team,
                 created_by=user,
                 tab=tab,
+                # A job made in a remix tab links to the image it remixes (REMIX: lineage).
+                **(tab.job_origin() if tab is not None else {}),
                 kind=spec.kind,
                 provider=estimate.provider,
                 model=estimate.model,
@@ -173,8 +190,8 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
         existing = _existing_job(team=team, spec=spec, idempotency_key=idempotency_key, fingerprint=fingerprint)
         if existing is None:
             raise
-        return SubmitResult(job=existing, created=False)
-    return SubmitResult(job=job, created=True)
+        return existing
+    return SubmitResult(job=job, outcome=SubmitOutcome.CREATED)
 
 
 def jobs_active_quota_check(*, team: Team) -> None:
@@ -190,7 +207,9 @@ def jobs_active_quota_check(*, team: Team) -> None:
     quota_check(team, Quota.ACTIVE_JOBS, used=active)
 
 
-def _existing_job(*, team: Team, spec: JobSpec, idempotency_key: str, fingerprint: str) -> GenerationJob | None:
+def _existing_job(*, team: Team, spec: JobSpec, idempotency_key: str, fingerprint: str) -> SubmitResult | None:
+    """The job an earlier request already made for this one: the Idempotency-Key's (the same body
+    only, else IdempotencyConflict), else the subject_key's active job."""
     if idempotency_key:
         job = GenerationJob.objects.filter(team=team, idempotency_key=idempotency_key).first()
         if job is not None:
@@ -199,9 +218,12 @@ def _existing_job(*, team: Team, spec: JobSpec, idempotency_key: str, fingerprin
                     "This Idempotency-Key was already used with a different request body.",
                     details={"job_id": str(job.id)},
                 )
-            return job
+            return SubmitResult(job=job, outcome=SubmitOutcome.REPLAYED)
     if spec.subject_key:
-        return GenerationJob.objects.filter(team=team, subject_key=spec.subject_key, status__in=ACTIVE_STATUSES).first()
+        active = GenerationJob.objects.filter(team=team, subject_key=spec.subject_key, status__in=ACTIVE_STATUSES)
+        job = active.first()
+        if job is not None:
+            return SubmitResult(job=job, outcome=SubmitOutcome.ACTIVE_SUBJECT)
     return None
 
 

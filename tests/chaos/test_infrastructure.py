@@ -158,6 +158,6 @@ def test_a_zip_that_cannot_be_stored_does_not_fail_the_job_and_the_download_buil
     )
     assert (job.status, job.completed_outputs, job.archive.name) == ("succeeded", 8, "")
     assert download.status_code == 200
-    assert names == [f"image-{n}.png" for n in range(1, 9)]
+    assert names == [f"chaos-0-{n}.png" for n in range(1, 9)]  # named after the prompt, "chaos 0"
     assert leftovers == []
     assert job_credits(job_id) == JobCredits(held=8, captured=8, released=0)

@@ -108,3 +108,38 @@
     document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax";
   }
 })();
+
+// The style select says what the chosen style adds to the prompt: the server draws one note per
+// style (templates/studio/partials/field.html), and this shows the chosen one's.
+(function () {
+  "use strict";
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (!(select instanceof HTMLSelectElement) || !select.dataset.notes) return;
+    document.querySelectorAll('[data-note-for="' + select.dataset.notes + '"]').forEach(function (note) {
+      note.hidden = note.dataset.note !== select.value;
+    });
+  });
+})();
+
+// A change of provider, kind or model draws the form's sections again (closed unless they hold
+// a value); the sections the person had opened stay open.
+(function () {
+  "use strict";
+  var opened = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target;
+    if (!target || target.id !== "form-settings") return;
+    opened = Array.prototype.map.call(target.querySelectorAll("details[data-section][open]"), function (section) {
+      return section.dataset.section;
+    });
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    if (!opened) return;
+    opened.forEach(function (key) {
+      var section = document.querySelector('#form-settings details[data-section="' + key + '"]');
+      if (section) section.open = true;
+    });
+    opened = null;
+  });
+})();
