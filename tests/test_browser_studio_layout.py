@@ -81,6 +81,7 @@ def test_generate_is_in_the_first_screen_at_1366x900_with_a_job_running(stack, a
     assert in_first_screen(page, page.get_by_test_id("generate"))  # the draft is kept; Generate stays up top
     assert in_first_screen(page, page.get_by_test_id("status"))  # the progress beside the form, not below it
     assert in_first_screen(page, page.get_by_test_id("thumb").first)
+    assert in_first_screen(page, page.get_by_test_id("cancel"))
     screenshot(page, "studio.png", full_page=False)
     assert wait_for_finish(job.id).status == "succeeded"  # nothing left running for the next test
 

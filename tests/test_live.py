@@ -5,7 +5,9 @@ nothing, and the queue position the pages show is the API's."""
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from accounts.teams import SESSION_TEAM_KEY
 from generation.models import GenerationJob
@@ -15,6 +17,9 @@ from tests.helpers import job_deliver, job_fail
 pytestmark = pytest.mark.django_db
 
 ACTIVITY = "/activity/"
+# The session, the person, the team, the balance, the active jobs, the unseen finished ones, and
+# the queue snapshot (read only while something is queued).
+ACTIVITY_QUERY_LIMIT = 7
 
 
 def signed_in_browser(person) -> Client:  # type: ignore[no-untyped-def]
@@ -123,3 +128,21 @@ def test_the_queue_panel_shows_the_same_queue_position_as_the_api(alice, charlie
         assert f"Position {position} in the queue" in item
         positions.append(position)
     assert positions == sorted(positions) and len(set(positions)) == 3
+
+
+def test_the_activity_poll_takes_the_same_few_queries_for_1_or_6_active_jobs(alice, charlie):
+    client = signed_in_browser(alice)
+    client.get(ACTIVITY)  # the session and the person are read once per request either way
+
+    def queries_for_a_poll() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(ACTIVITY).status_code == 200
+        return len(queries)
+
+    submitted(alice, "one of them")
+    submitted(charlie, "another team's, ahead in the queue")
+    few = queries_for_a_poll()
+    for n in range(5):
+        submitted(alice, f"more {n}")
+    assert few <= ACTIVITY_QUERY_LIMIT
+    assert queries_for_a_poll() == few
