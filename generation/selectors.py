@@ -205,6 +205,14 @@ OUTPUT_ROW_FIELDS = (
 )
 
 
+def _look_of_output() -> Subquery:
+    """The look an output is collected as, for the lightbox's Remix and Delete: its own, or for an
+    output a retry carried over, the look of the output it was carried from (where it was collected)."""
+    return Subquery(
+        Look.objects.filter(output_id=Coalesce(OuterRef("carried_from_id"), OuterRef("id"))).values("id")[:1]
+    )
+
+
 def _output_rows() -> Subquery:
     """A job's outputs as one JSON array in the job's own row: a poll reads one row whatever the
     image count, and the ETag and the answer are drawn from the same read."""
@@ -212,7 +220,7 @@ def _output_rows() -> Subquery:
         GeneratedOutput.objects.filter(job_id=OuterRef("pk"))
         .order_by()
         .values("job_id")
-        .annotate(rows=JSONArrayAgg(JSONRow(**{name: name for name in OUTPUT_ROW_FIELDS})))
+        .annotate(rows=JSONArrayAgg(JSONRow(**{name: name for name in OUTPUT_ROW_FIELDS}, look_id=_look_of_output())))
         .values("rows")
     )
     return Subquery(rows)
@@ -322,10 +330,15 @@ def job_outputs_of(job: GenerationJob) -> list[GeneratedOutput]:
         return list(job.outputs.all())  # ordered by index (the model's ordering)
     outputs = []
     for row in job.output_rows or []:
+        row = dict(row)
+        look_id = row.pop("look_id", None)
         report = row["provider_report"]
         if isinstance(report, str):  # SQLite's JSON_OBJECT embeds a JSON column as its text
             report = json.loads(report)
-        outputs.append(GeneratedOutput(job_id=job.id, **{**row, "provider_report": report}))
+        output = GeneratedOutput(job_id=job.id, **{**row, "provider_report": report})
+        # The look it is collected as (None: not collected yet, or deleted), for `output_views`.
+        output.row_look_id = UUID(str(look_id)) if look_id else None  # type: ignore[attr-defined]
+        outputs.append(output)
     return sorted(outputs, key=lambda output: output.index)
 
 

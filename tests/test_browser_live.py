@@ -133,8 +133,9 @@ def test_the_queue_panel_lists_two_running_jobs_and_cancels_one(stack, alice, bo
     new_tab(page)
     second = generate(page, "second of two: a field of poppies", 10)
     for job in (first, second):
-        wait_for_job(job.id, lambda job: job.status == "running")
+        wait_for_job(job.id, lambda job: job.completed_outputs >= 1)  # both running, both under way
     mark_document(page)
+    expect(page.get_by_test_id("status").first).to_have_text("Running")  # the tab's own panel
 
     open_queue(page)
     items = page.get_by_test_id("queue-drawer").get_by_test_id("queue-item")
@@ -142,6 +143,8 @@ def test_the_queue_panel_lists_two_running_jobs_and_cancels_one(stack, alice, bo
     expect(items.filter(has_text="a lighthouse in a storm").get_by_test_id("queue-status")).to_have_text("Running")
     expect(items.filter(has_text="a field of poppies").get_by_test_id("queue-counter")).to_contain_text("of 10")
     expect(page.get_by_test_id("queue-count")).to_have_text("(2)")
+    for counter in items.get_by_test_id("queue-counter").all():
+        expect(counter).not_to_have_text("0 of 10")
     screenshot(page, "queue-panel.png", full_page=False)
 
     questions: list[str] = []

@@ -19,7 +19,7 @@ from generation.pages.context import page_team, page_user
 from generation.pages.limits import too_many_message
 from generation.services.lifecycle import job_cancel
 from generation.services.retry import job_retry
-from generation.services.studio import tab_create, tab_current_job
+from generation.services.studio import tab_for_prompt_edit
 
 # The studio's prompt field: the tab opens scrolled to it, marked (history.css, :target).
 PROMPT_ANCHOR = "#id_prompt"
@@ -64,42 +64,13 @@ def job_edit_prompt_view(request: HttpRequest, job_id: str) -> HttpResponse:
     """The studio, at the prompt that made `job`: its own tab when the job is still that tab's
     current job (the tab's form holds its settings), else a new tab with the job's settings."""
     job = get_object_or_404(GenerationJob, id=job_id, team=page_team(request))
-    user = page_user(request)
-    tab = StudioTab.objects.filter(id=job.tab_id, user=user, team=page_team(request)).first() if job.tab_id else None
-    if tab is None or tab_current_job(tab) != job:
-        try:
-            tab = tab_create(user=user, team=page_team(request), title=f"Edit: {job.prompt[:40]}", draft=_draft_of(job))
-        except QuotaExceeded as error:
-            advice = " Close a studio tab to edit this prompt." if error.quota is Quota.STUDIO_TABS else ""
-            messages.error(request, f"{error.message}{advice}")
-            return redirect(reverse("job-page", kwargs={"job_id": job.id}))
+    try:
+        tab = tab_for_prompt_edit(job=job, user=page_user(request), team=page_team(request))
+    except QuotaExceeded as error:
+        advice = " Close a studio tab to edit this prompt." if error.quota is Quota.STUDIO_TABS else ""
+        messages.error(request, f"{error.message}{advice}")
+        return redirect(reverse("job-page", kwargs={"job_id": job.id}))
     return redirect(reverse("studio-tab", kwargs={"tab_id": tab.id}) + PROMPT_ANCHOR)
-
-
-def _draft_of(job: GenerationJob) -> dict:
-    """The studio draft that makes `job` again: its prompt, settings and inputs (the shape
-    `tab_remix` gives a look's job, generation/services/studio.py)."""
-    links = list(job.reference_links.all())
-    inputs: dict = {}
-    references = [{"asset_id": str(link.asset_id), "weight": link.weight} for link in links if link.role == "reference"]
-    if references:
-        inputs["references"] = references
-    for link in links:
-        if link.role == "sketch":
-            inputs["sketch"] = {"asset_id": str(link.asset_id), "weight": link.weight}
-        elif link.role == "mask":
-            inputs["mask_asset_id"] = str(link.asset_id)
-    if job.source_asset_id:
-        inputs["source_asset_id"] = str(job.source_asset_id)
-    return {
-        "prompt": job.prompt,
-        "kind": job.kind,
-        "provider": job.provider,
-        "model": job.model,
-        "count": job.total_outputs,
-        "params": {key: value for key, value in job.params.items() if value is not None},
-        "inputs": inputs,
-    }
 
 
 def _back(request: HttpRequest, job: GenerationJob) -> HttpResponse:

@@ -10,7 +10,7 @@ from uuid import UUID
 from django.db.models import Q
 from django.urls import reverse
 
-from generation.models import GeneratedOutput, Look
+from generation.models import GeneratedOutput, GenerationJob, Look
 from generation.routes import job_route
 
 
@@ -61,13 +61,29 @@ def output_view(output: GeneratedOutput, *, look: Look | None = None, title: str
     )
 
 
-def output_views(outputs: Sequence[GeneratedOutput], *, title: str = "") -> list[OutputView]:
+def output_views(
+    outputs: Sequence[GeneratedOutput], *, title: str = "", job: GenerationJob | None = None
+) -> list[OutputView]:
     """The outputs of a job (as `job_outputs_of` gives them, maybe unsaved rows read from the
     job's own row) with their looks, in one query whatever their number. An output a retry
     carried over shows the look of the output it was carried from: that is where it was collected
     (generation/services/lifecycle.py, `outputs_collect`)."""
     if not outputs:
         return []
+    if job is not None and all(hasattr(output, "row_look_id") for output in outputs):
+        # Read with the job's row (`job_outputs_of`): the looks' ids came with it, no query. The
+        # look's settings are its job's: a carried-over image's look was made by an earlier job of
+        # the same retry chain, with the same settings.
+        return [
+            output_view(
+                output,
+                look=Look(id=output.row_look_id, team_id=job.team_id, job=job, output=output)  # type: ignore[attr-defined]
+                if output.row_look_id  # type: ignore[attr-defined]
+                else None,
+                title=title,
+            )
+            for output in outputs
+        ]
     own = {(output.job_id, output.index) for output in outputs if not output.carried_from_id}
     carried_from = {output.carried_from_id for output in outputs if output.carried_from_id}
     jobs = {job_id for job_id, _ in own}

@@ -24,7 +24,7 @@ from generation.models import ACTIVE_STATUSES, GenerationJob, StudioTab
 from generation.pages.context import page_queue_places, page_team, page_user
 from generation.pages.form_shape import form_shape, labelled_errors
 from generation.pages.limits import rate_limited, too_many_message
-from generation.pages.outputs import output_view
+from generation.pages.outputs import output_views
 from generation.pages.studio_form import draft_from_post, draft_spec, form_errors, form_values, uploads_sent
 from generation.selectors import QueuePlace, job_outputs_of, tab_progress_job
 from generation.services.seen import jobs_mark_seen
@@ -69,7 +69,8 @@ def progress_context(request: HttpRequest, job: GenerationJob | None, tab: Studi
     the provider's own percentage of the output it is making when it reports one (Veo does)."""
     if job is None:
         return {"job": None, "tab": tab, "outputs": [], "pending": range(0), "poll_seconds": POLL_SECONDS}
-    outputs = [output_view(output) for output in job_outputs_of(job)]
+    # With their looks, so the panel's lightbox offers Remix and Delete (one query).
+    outputs = output_views(job_outputs_of(job), title=job.prompt, job=job)
     running = job.status == GenerationJob.Status.RUNNING
     operation = job.provider_operation if running else {}
     provider_percent = operation.get("progress")

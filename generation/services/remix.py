@@ -32,11 +32,10 @@ from generation.providers.catalog import PROVIDERS, ModelSpec
 from generation.services.assets import asset_upload
 from generation.services.files import stored_name
 from generation.services.job_body import JobCreateSerializer
-from generation.services.studio import tab_create, tab_draft_check
+from generation.services.studio import tab_create, tab_draft_check, tab_title
 from generation.services.submit import Estimate, JobSpec, job_estimate, job_submit
 
 # How much of the prompt a remix tab's title shows (the title holds at most 80 characters).
-TITLE_PROMPT_CHARS = 40
 TITLE_PREFIXES = {RemixMode.REFERENCE: "Remix", RemixMode.SOURCE: "Edit", RemixMode.VARIATIONS: "Variations"}
 # "More like this" makes a few at once (fewer when the model makes fewer per job).
 VARIATIONS_COUNT = 4
@@ -90,17 +89,8 @@ class VariationsOffer:
 
 
 def remix_title(mode: RemixMode, prompt: str) -> str:
-    """A remix tab's title, such as "Remix: a watercolor fox in…": the prompt cut at a word
-    boundary within TITLE_PROMPT_CHARS (a single longer word is cut where it must), with an
-    ellipsis when anything was left out."""
-    words = " ".join(prompt.split())
-    prefix = TITLE_PREFIXES[mode]
-    if len(words) <= TITLE_PROMPT_CHARS:
-        return f"{prefix}: {words}"
-    head = words[: TITLE_PROMPT_CHARS + 1]  # one more: a word that ends right at the limit stays whole
-    space = head.rfind(" ")
-    shown = head[:space] if space > 0 else words[:TITLE_PROMPT_CHARS]
-    return f"{prefix}: {shown.rstrip(' ,;:.-')}…"
+    """A remix tab's title, such as "Remix: a watercolor fox in…"."""
+    return tab_title(TITLE_PREFIXES[mode], prompt)
 
 
 def remix_plan(*, look: Look, mode: RemixMode) -> RemixPlan:

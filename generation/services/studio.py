@@ -75,3 +75,54 @@ def tab_save_draft(*, tab: StudioTab, draft: dict) -> None:
 
 def tab_current_job(tab: StudioTab) -> GenerationJob | None:
     return GenerationJob.objects.filter(tab=tab).order_by("-created_at").first()
+
+
+TITLE_PROMPT_CHARS = 40
+
+
+def tab_title(prefix: str, prompt: str) -> str:
+    """A tab's title made from a prompt, such as "Remix: a watercolor fox in…": the prompt cut at
+    a word boundary within TITLE_PROMPT_CHARS (a single longer word is cut where it must), with
+    an ellipsis when anything was left out."""
+    words = " ".join(prompt.split())
+    if len(words) <= TITLE_PROMPT_CHARS:
+        return f"{prefix}: {words}"
+    head = words[: TITLE_PROMPT_CHARS + 1]  # one more: a word that ends right at the limit stays whole
+    space = head.rfind(" ")
+    shown = head[:space] if space > 0 else words[:TITLE_PROMPT_CHARS]
+    return f"{prefix}: {shown.rstrip(' ,;:.-')}…"
+
+
+def job_draft(job: GenerationJob) -> dict:
+    """The studio draft that makes `job` again: its prompt, settings and inputs."""
+    links = list(job.reference_links.all())
+    inputs: dict = {}
+    references = [{"asset_id": str(link.asset_id), "weight": link.weight} for link in links if link.role == "reference"]
+    if references:
+        inputs["references"] = references
+    for link in links:
+        if link.role == "sketch":
+            inputs["sketch"] = {"asset_id": str(link.asset_id), "weight": link.weight}
+        elif link.role == "mask":
+            inputs["mask_asset_id"] = str(link.asset_id)
+    if job.source_asset_id:
+        inputs["source_asset_id"] = str(job.source_asset_id)
+    return {
+        "prompt": job.prompt,
+        "kind": job.kind,
+        "provider": job.provider,
+        "model": job.model,
+        "count": job.total_outputs,
+        "params": {key: value for key, value in job.params.items() if value is not None},
+        "inputs": inputs,
+    }
+
+
+def tab_for_prompt_edit(*, job: GenerationJob, user: User, team: Team) -> StudioTab:
+    """The tab in which to change the prompt that made `job`: the job's own tab while the job is
+    its current one (its form holds the job's settings), else a new tab with the job's settings
+    (QuotaExceeded when the person has no room for one)."""
+    tab = StudioTab.objects.filter(id=job.tab_id, user=user, team=team).first() if job.tab_id else None
+    if tab is not None and tab_current_job(tab) == job:
+        return tab
+    return tab_create(user=user, team=team, title=tab_title("Edit", job.prompt), draft=job_draft(job))
