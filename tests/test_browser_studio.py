@@ -117,7 +117,7 @@ def test_closing_the_browser_then_returning_shows_what_finished_and_their_images
     expect(notice).to_contain_text("2 generations finished while you were away (5 images)")
     page.goto("/collection/")
     expect(page.get_by_test_id("look")).to_have_count(5)
-    screenshot(page, "collection.png")
+    screenshot(page, "collection-after-two-tabs.png")
     expect(page.get_by_test_id("activity-notice")).to_have_count(0)  # shown once
     second_visit.close()
 

@@ -33,6 +33,10 @@ def job_cancel_view(request: HttpRequest, job_id: str) -> HttpResponse:
         job_cancel(job=job)
     except ServiceError as error:
         messages.warning(request, error.message)
+    if request.htmx:  # type: ignore[attr-defined]
+        # Sent in the background (the queue panel): nothing to draw, the live poll shows the
+        # job stopping; a refusal's message waits for the next page instead of a discarded one.
+        return HttpResponse(status=204)
     return _back(request, job)
 
 

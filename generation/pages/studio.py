@@ -8,7 +8,6 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -41,13 +40,8 @@ def _tab(request: HttpRequest, tab_id: int) -> StudioTab:
 
 
 def _tabs(request: HttpRequest) -> list[StudioTab]:
-    """The person's tabs, each with the status of its current job (the tab strip marks busy tabs)."""
-    newest_job = GenerationJob.objects.filter(tab=OuterRef("pk")).order_by("-created_at")
-    return list(
-        StudioTab.objects.filter(user=page_user(request), team=page_team(request))
-        .annotate(job_status=Subquery(newest_job.values("status")[:1]))
-        .order_by("position", "id")
-    )
+    """The person's tabs in their order (the live status marks the busy ones: generation/pages/activity.py)."""
+    return list(StudioTab.objects.filter(user=page_user(request), team=page_team(request)).order_by("position", "id"))
 
 
 def elapsed_text(seconds: float) -> str:
