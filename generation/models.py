@@ -62,8 +62,12 @@ class StudioTab(models.Model):
     def __str__(self) -> str:
         return self.title
 
-    def job_origin(self) -> dict:
-        """What a job made in this tab records of where it comes from (GenerationJob's fields)."""
+    def job_origin(self, inputs: list[InputAsset]) -> dict:
+        """What a job made in this tab with `inputs` (its source and references) records of where
+        it comes from (GenerationJob's fields): the remixed image, while the job still works from
+        it. A job whose person took the image off the form (a new prompt from scratch) is no remix."""
+        if self.remix_of is None or not any(asset.sha256 == self.remix_of.sha256 for asset in inputs):
+            return {}
         return {"remix_of_id": self.remix_of_id, "remix_mode": self.remix_mode}
 
 

@@ -310,6 +310,12 @@ def job_credits_of(job: GenerationJob) -> JobCredits:
     )
 
 
+def job_progress_job(*, job_id: UUID, user: User) -> GenerationJob | None:
+    """A job of a team the person belongs to, with what its progress panel shows, in one query
+    (the job page's poll: like the tab's, it needs no lookup of the session's team first)."""
+    return _job_rows().filter(id=job_id, team__memberships__user=user).first()
+
+
 def tab_progress_job(*, tab_id: int, user: User) -> GenerationJob | None:
     """The newest job of a person's studio tab (in a team they belong to) with what its progress
     panel shows, outputs included, in one query whatever the image count: the poll's ETag and its

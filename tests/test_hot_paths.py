@@ -167,6 +167,23 @@ def test_the_studio_panel_poll_is_at_most_4_queries_for_a_queued_job_with_images
     assert count <= POLL_QUERY_LIMIT
 
 
+def test_a_job_pages_panel_poll_is_at_most_4_queries_and_a_304_when_unchanged(alice, charlie):
+    client = signed_in(alice)
+    job = submitted(alice, 10)
+    job_deliver(job=job, indexes=range(6))
+    url = f"/jobs/{job.id}/progress/"
+    count, panel = queries_of(lambda: client.get(url))
+    page = panel.content.decode()
+    assert "6 of 10" in page and page.count('data-testid="thumb"') == 6
+    assert count <= POLL_QUERY_LIMIT
+    count, unchanged = queries_of(lambda: client.get(url, headers={"If-None-Match": panel["ETag"]}))
+    assert unchanged.status_code == 304
+    assert count <= POLL_QUERY_LIMIT
+    job_deliver(job=job, indexes=[6])
+    assert client.get(url, headers={"If-None-Match": panel["ETag"]}).status_code == 200  # an image came
+    assert signed_in(charlie).get(url).status_code == 404  # another team's job
+
+
 def test_an_api_key_is_one_lookup_and_its_last_use_is_written_once_a_minute(alice):
     job = running_with_images(alice, 1)
     ApiKey.objects.update(last_used_at=None)

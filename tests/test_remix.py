@@ -132,6 +132,21 @@ def test_the_submitted_remix_uses_the_looks_bytes_a_new_seed_and_links_to_the_lo
     assert job.tab == tab
 
 
+def test_a_job_of_a_remix_tab_without_the_look_on_its_form_is_no_remix(alice):
+    look = look_of(alice)
+    tab = opened_tab(signed_in(alice).post(f"/collection/{look.id}/remix/"))
+    first = submitted_from(tab, alice)
+    # The person takes the look off the form and writes a new prompt in the same tab.
+    tab.draft = {key: value for key, value in tab.draft.items() if key != "inputs"} | {"prompt": "a new idea"}
+    tab.save(update_fields=["draft"])
+
+    second = submitted_from(tab, alice)
+
+    assert first.remix_of == look.output
+    assert second.remix_of is None and second.remix_mode == ""
+    assert list(GenerationJob.objects.filter(remix_of=look.output)) == [first]
+
+
 def test_remixing_a_look_again_reuses_its_copy_and_counts_it_once(alice, settings):
     look = look_of(alice)
     browser = signed_in(alice)

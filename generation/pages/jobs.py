@@ -7,9 +7,9 @@ from uuid import UUID
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import condition, require_GET
 
 from credits.models import LedgerEntry
 from credits.services import job_credits_from_entries
@@ -17,12 +17,13 @@ from generation.models import GenerationJob
 from generation.pages.context import page_team, page_user
 from generation.pages.lineage import job_lineage
 from generation.pages.outputs import OutputView, output_view, output_views
-from generation.pages.studio import progress_context
+from generation.pages.studio import panel_etag, progress_context
 from generation.selectors import (
     JobChain,
     job_chain_heads_for_team,
     job_chains_of,
     job_outputs_of,
+    job_progress_job,
     job_queryset_for_team,
 )
 from generation.services.seen import jobs_mark_seen
@@ -121,9 +122,28 @@ def report_rows(report: dict, prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
+def _polled_job(request: HttpRequest, job_id: UUID) -> GenerationJob | None:
+    """The job as its panel shows it, read once per poll (one row, outputs included): the ETag
+    and the panel are both drawn from it."""
+    if not hasattr(request, "_atelier_polled_job"):
+        request._atelier_polled_job = job_progress_job(job_id=job_id, user=page_user(request))  # type: ignore[attr-defined]
+    return request._atelier_polled_job  # type: ignore[attr-defined]
+
+
+def _job_progress_etag(request: HttpRequest, job_id: UUID) -> str | None:
+    if not request.user.is_authenticated:
+        return None
+    job = _polled_job(request, job_id)
+    return panel_etag(request, job) if job is not None else None
+
+
 @login_required
 @require_GET
+@condition(etag_func=_job_progress_etag)
 def job_progress(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    job = get_object_or_404(GenerationJob, id=job_id, team=page_team(request))
+    """A job's panel polled on its page (and beside a tab's newest job): a 304 while unchanged."""
+    job = _polled_job(request, job_id)
+    if job is None:
+        raise Http404("No such job in this team.")
     jobs_mark_seen(jobs=[job], user=page_user(request))
     return render(request, "studio/partials/progress.html", progress_context(request, job))

@@ -334,6 +334,12 @@ def _progress_etag(request: HttpRequest, tab_id: int) -> str | None:
     job = _polled_job(request, tab_id)
     if job is None:
         return None  # no job (nothing polls then), or not the person's tab: the view answers
+    return panel_etag(request, job)
+
+
+def panel_etag(request: HttpRequest, job: GenerationJob) -> str:
+    """The ETag of a job's progress panel, from the job's row (`job_queryset_for_team` or
+    `tab_progress_job`): a poll that finds nothing new gets a 304."""
     shown = (
         job.team_id, job.id, job.status, job.completed_outputs, job.cancel_requested, job.created_at,
         job.outage_since,

@@ -165,8 +165,8 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
                 team=team,
                 created_by=user,
                 tab=tab,
-                # A job made in a remix tab links to the image it remixes (REMIX: lineage).
-                **(tab.job_origin() if tab is not None else {}),
+                # A job made in a remix tab links to the image it remixes (its lineage).
+                **(tab.job_origin([*([source] if source else []), *(asset for asset, _ in references)]) if tab else {}),
                 kind=spec.kind,
                 provider=estimate.provider,
                 model=estimate.model,
@@ -278,7 +278,7 @@ def _resolve_inputs(*, team: Team, spec: JobSpec) -> tuple[InputAsset | None, li
 def _resolve_tab(*, team: Team, user: User | None, tab_id: int | None) -> StudioTab | None:
     if tab_id is None:
         return None
-    tab = StudioTab.objects.filter(id=tab_id, team=team, user=user).first()
+    tab = StudioTab.objects.select_related("remix_of").filter(id=tab_id, team=team, user=user).first()
     if tab is None:
         raise ValidationFailed({"tab": ["No studio tab with this id."]})
     return tab

@@ -12,10 +12,18 @@ from generation.services.remix import VariationsOffer, variations_offer
 register = template.Library()
 
 
-@register.simple_tag
-def variations_offer_for(look: Look) -> VariationsOffer:
-    """What "More like this" makes of `look` and costs now."""
-    return variations_offer(look=look)
+@register.simple_tag(takes_context=True)
+def variations_offer_for(context: template.Context, look: Look) -> VariationsOffer:
+    """What "More like this" makes of `look` and costs now. Worked out once per job and request:
+    a page draws these controls for every image (the lightbox's hidden copies), and the images of
+    one job share their settings, so their offer is the same."""
+    request = context.get("request")
+    offers: dict = getattr(request, "_atelier_variations_offers", {}) if request is not None else {}
+    if request is not None:
+        request._atelier_variations_offers = offers
+    if look.job_id not in offers:
+        offers[look.job_id] = variations_offer(look=look)
+    return offers[look.job_id]
 
 
 @register.simple_tag
