@@ -48,7 +48,7 @@ from generation.selectors import (
     look_list_for_team,
 )
 from generation.services.assets import asset_upload
-from generation.services.files import SPOOL_BYTES, archive_write, output_filename, stored_name
+from generation.services.files import job_archive_open, output_filename, poster_filename, stored_name
 from generation.services.job_body import JobCreateSerializer
 from generation.services.lifecycle import activity_mark_seen, job_cancel
 from generation.services.retry import job_retry
@@ -266,25 +266,23 @@ class JobDownloadView(APIView):
     @extend_schema(
         parameters=[RANGE_HEADER],
         responses={
-            **file_responses(("application/zip",), "image-1.png, image-2.png, ..."),
+            **file_responses(
+                ("application/zip",),
+                "The job's images (or clips), downloaded as `<prompt>.zip` and named after the prompt "
+                "and their number: golden-roses-at-dusk-1.png, golden-roses-at-dusk-2.png, ...",
+            ),
             **error_responses((NothingToDownload, "the job has no images yet")),
         },
         summary="A zip of the job's images",
     )
     def get(self, request: Request, job_id: UUID) -> HttpResponseBase:
-        job = _job_for_team(request, job_id)
-        filename = f"atelier-{job.id}.zip"
-        if job.archive:
+        archive = job_archive_open(job=_job_for_team(request, job_id))
+        if archive.stored_name:
             return _stream_from_storage(
-                request, stored_name(job.archive), filename=filename, content_type="application/zip", as_attachment=True
+                request, archive.stored_name, filename=archive.filename, content_type="application/zip", as_attachment=True
             )
-        outputs = job_outputs_of(job)
-        if not outputs:
-            raise NothingToDownload("The job has no images yet.", details={"status": job.status})
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - FileResponse closes it
-        archive_write(job=job, outputs=outputs, fileobj=spool)
-        spool.seek(0)
-        return never_store(FileResponse(spool, filename=filename, content_type="application/zip", as_attachment=True))
+        response = FileResponse(archive.built, filename=archive.filename, content_type="application/zip", as_attachment=True)
+        return never_store(response)
 
 
 def _output_for_team(request: Request, job_id: UUID, number: int) -> GeneratedOutput:
@@ -325,7 +323,7 @@ class JobOutputPosterView(APIView):
         return _stream_from_storage(
             request,
             stored_name(output.poster),
-            filename=f"clip-{number}-poster.png",
+            filename=poster_filename(output.index),
             content_type="image/png",
             as_attachment=False,
         )

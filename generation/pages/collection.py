@@ -32,10 +32,10 @@ def collection(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def look_page(request: HttpRequest, look_id: UUID) -> HttpResponse:
-    return _look_page(request, look_id)
+    return look_page_response(request, look_id)
 
 
-def _look_page(request: HttpRequest, look_id: UUID) -> HttpResponse:
+def look_page_response(request: HttpRequest, look_id: UUID) -> HttpResponse:
     """The look's page; also what a refused remix shows (generation/pages/remix.py)."""
     look = get_object_or_404(look_list_for_team(team=page_team(request)), id=look_id)
     item = output_view(look.output, look=look, title=look.job.prompt)

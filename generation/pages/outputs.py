@@ -40,10 +40,6 @@ class OutputView:
         return reverse("look-page", args=[self.look.id]) if self.look else ""
 
     @property
-    def remix_url(self) -> str:
-        return reverse("look-remix", args=[self.look.id]) if self.look else ""
-
-    @property
     def delete_url(self) -> str:
         return reverse("look-delete", args=[self.look.id]) if self.look else ""
 

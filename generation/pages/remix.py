@@ -16,9 +16,10 @@ from config.errors import ServiceError
 from config.throttles import RateScope, rate_limit_wait
 from credits.services import InsufficientCredits
 from generation.models import Look, RemixMode
-from generation.pages.collection import _look_page
+from generation.pages.collection import look_page_response
 from generation.pages.context import page_team, page_user
 from generation.pages.limits import rate_limited, too_many_message, too_many_response
+from generation.pages.submit_token import idempotency_key_of
 from generation.selectors import look_list_for_team
 from generation.services.remix import RemixResult, look_variations_submit, tab_remix
 
@@ -33,7 +34,7 @@ def _team_look(request: HttpRequest, look_id: UUID) -> Look:
 
 @login_required
 @require_POST
-@rate_limited(RateScope.API, page=_look_page)
+@rate_limited(RateScope.API, page=look_page_response)
 def look_remix(request: HttpRequest, look_id: UUID) -> HttpResponse:
     """`attach=reference` (the default) or `attach=source` (an edit of the look)."""
     look = _team_look(request, look_id)
@@ -58,9 +59,8 @@ def look_variations(request: HttpRequest, look_id: UUID) -> HttpResponse:
     wait = rate_limit_wait(request, RateScope.SUBMIT)
     if wait is not None:
         messages.error(request, too_many_message(wait, "generations"))
-        return too_many_response(_look_page(request, look_id), wait)
-    token = request.POST.get("submit_token", "")
-    idempotency_key = f"variations:{token}" if len(token) == 32 and token.isalnum() else ""
+        return too_many_response(look_page_response(request, look_id), wait)
+    idempotency_key = idempotency_key_of(request, scope="variations")
     try:
         result = look_variations_submit(
             look=look, user=page_user(request), team=page_team(request), idempotency_key=idempotency_key

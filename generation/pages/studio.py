@@ -4,7 +4,6 @@ enhances (the estimate refreshes as you type, the progress panel polls while a j
 from __future__ import annotations
 
 import hashlib
-import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -25,6 +24,7 @@ from generation.pages.form_shape import form_shape, labelled_errors
 from generation.pages.limits import rate_limited, too_many_message
 from generation.pages.outputs import output_views
 from generation.pages.studio_form import draft_from_post, draft_spec, form_errors, form_values, uploads_sent
+from generation.pages.submit_token import idempotency_key_of, new_submit_token
 from generation.selectors import QueuePlace, job_outputs_of, tab_progress_job
 from generation.services.seen import jobs_mark_seen
 from generation.services.studio import tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
@@ -136,7 +136,7 @@ def _render_tab(request: HttpRequest, tab: StudioTab, status: int = 200) -> Http
         "tabs": _tabs(request),
         "tab": tab,
         # One token per rendered form: submitting it twice (a double click) starts one job.
-        "submit_token": uuid.uuid4().hex,
+        "submit_token": new_submit_token(),
         "values": values,
         "errors": errors,
         "shape": form_shape(values, errors),
@@ -286,8 +286,7 @@ def tab_generate(request: HttpRequest, tab_id: int) -> HttpResponse:
     if form.spec is None:
         _show_once(request, tab, errors=form.errors)
         return _back_to_tab(tab)
-    token = request.POST.get("submit_token", "")
-    idempotency_key = f"studio:{token}" if len(token) == 32 and token.isalnum() else ""
+    idempotency_key = idempotency_key_of(request, scope="studio")
     already_running = GenerationJob.objects.filter(tab=tab, status__in=ACTIVE_STATUSES).exists()
     try:
         result = job_submit(team=team, user=user, spec=form.spec, idempotency_key=idempotency_key)

@@ -7,18 +7,23 @@ import secrets
 import tempfile
 import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import IO
 
 from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 from django.utils.text import slugify
 
+from generation.errors import NothingToDownload
 from generation.models import GeneratedOutput, GenerationJob
+from generation.selectors import job_outputs_of
 from generation.services.bounded import call_bounded
 from generation.services.faults import storage_part
 
@@ -31,16 +36,33 @@ SPOOL_BYTES = 8 * 1024 * 1024
 ENTRY_STEM_CHARS = 40
 # The zip format cannot date a file before 1980 (and an entry without a date shows as 1980).
 ZIP_EPOCH = datetime(1980, 1, 1)
+# The version of what a stored zip holds, written into its storage name. Zips stored before
+# version 2 (`images-<hex>.zip`) name their entries image-N and date a retry's carried-over
+# images by the retry: a download builds those afresh rather than serve them (`job_archive_open`).
+ARCHIVE_FORMAT = "v2"
 
 
 def job_folder(job: GenerationJob) -> str:
     return f"teams/{job.team_id}/jobs/{job.id}"
 
 
+def _output_stem(mime: str) -> str:
+    return "clip" if mime.startswith("video/") else "image"
+
+
 def output_filename(index: int, mime: str) -> str:
     """The name a person sees for output `index` (0-based): image-1.png, image-2.png... or clip-1.mp4."""
-    stem = "clip" if mime.startswith("video/") else "image"
-    return f"{stem}-{index + 1}.{EXTENSIONS.get(mime, 'bin')}"
+    return f"{_output_stem(mime)}-{index + 1}.{EXTENSIONS.get(mime, 'bin')}"
+
+
+def output_label(index: int, mime: str) -> str:
+    """How pages and the admin name output `index` (0-based): "Image 1", or "Clip 1"."""
+    return f"{_output_stem(mime).capitalize()} {index + 1}"
+
+
+def poster_filename(index: int) -> str:
+    """The name of the poster frame of clip `index` (0-based): clip-1-poster.png."""
+    return f"clip-{index + 1}-poster.png"
 
 
 def stored_name(file: FieldFile) -> str:
@@ -68,7 +90,13 @@ def poster_name_for(name: str) -> str:
 
 
 def archive_name_for(job: GenerationJob) -> str:
-    return f"{job_folder(job)}/images-{secrets.token_hex(4)}.zip"
+    """A storage name for the job's zip, carrying the format it is written in (ARCHIVE_FORMAT)."""
+    return f"{job_folder(job)}/zip-{ARCHIVE_FORMAT}-{secrets.token_hex(4)}.zip"
+
+
+def archive_is_current(name: str) -> bool:
+    """Whether the zip stored as `name` was written in today's format (ARCHIVE_FORMAT)."""
+    return name.rsplit("/", 1)[-1].startswith(f"zip-{ARCHIVE_FORMAT}-")
 
 
 def output_store(*, name: str, content: bytes) -> str:
@@ -96,6 +124,11 @@ def prompt_slug(prompt: str, *, limit: int = ENTRY_STEM_CHARS) -> str:
     return slug.strip("-") or "atelier"
 
 
+def archive_filename(prompt: str) -> str:
+    """The name a job's zip is downloaded under: its prompt's slug, `golden-roses-at-dusk.zip`."""
+    return f"{prompt_slug(prompt)}.zip"
+
+
 def archive_entry_name(*, prompt: str, index: int, mime: str) -> str:
     """The name output `index` (0-based) has in the job's zip: the prompt's slug and the number
     people see, `golden-roses-at-dusk-1.png`, or `...-1.mp4` for a clip."""
@@ -114,15 +147,19 @@ def _zip_date_time(moment: datetime | None) -> tuple[int, int, int, int, int, in
 
 def archive_write(*, job: GenerationJob, outputs: Iterable[GeneratedOutput], fileobj) -> None:  # type: ignore[no-untyped-def]
     """Write the zip of `outputs` to `fileobj`: each entry named after the job's prompt and
-    dated with its output's creation time.
+    dated when its image was made.
 
-    Outputs read from the job's row (`job_outputs_of` on a `job_queryset_for_team` row) carry no
-    creation time; their dates are read in one query.
+    The dates are read in one query, whatever `outputs` carry: an image a retry carried over is a
+    row made with the retry (retry.py), so its date is the one of the output it was carried from
+    (`GeneratedOutput.original`); and outputs read from the job's row (`job_outputs_of`) carry
+    no date at all.
     """
     outputs = list(outputs)
-    created = {output.index: output.created_at for output in outputs if output.created_at is not None}
-    if len(created) < len(outputs):
-        created = dict(GeneratedOutput.objects.filter(job_id=job.id).values_list("index", "created_at"))
+    created = dict(
+        GeneratedOutput.objects.filter(job_id=job.id).values_list(
+            "index", Coalesce(F("carried_from__created_at"), F("created_at"))
+        )
+    )
     with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED) as archive:
         for output in outputs:
             entry = zipfile.ZipInfo(
@@ -137,6 +174,42 @@ def archive_write(*, job: GenerationJob, outputs: Iterable[GeneratedOutput], fil
             ):
                 for chunk in iter(lambda: source.read(1024 * 1024), b""):
                     target.write(chunk)
+
+
+@dataclass(frozen=True)
+class JobArchive:
+    """A job's zip as a download: `filename` to offer it under, and either the zip the job
+    stored when it finished (`stored_name`) or one built now (`built`, a temporary file that the
+    response closes)."""
+
+    filename: str
+    stored_name: str = ""
+    built: IO[bytes] | None = None
+
+
+def job_archive_open(*, job: GenerationJob) -> JobArchive:
+    """The zip of the job's outputs, for the API's download (the studio's button) and the admin's.
+
+    1. A zip stored in today's format (`archive_is_current`) is served as stored.
+    2. Otherwise (none stored: a one-image job, a failed or canceled one, a zip that could not be
+       stored; or one stored in an older format) it is built now into a temporary file, which
+       moves to disk past SPOOL_BYTES. It is not stored: a download only reads.
+    Raises NothingToDownload when the job has no outputs yet.
+    """
+    filename = archive_filename(job.prompt)
+    if job.archive and archive_is_current(job.archive.name):
+        return JobArchive(filename=filename, stored_name=job.archive.name)
+    outputs = job_outputs_of(job)
+    if not outputs:
+        raise NothingToDownload("The job has no images yet.", details={"status": job.status})
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - the response closes it
+    try:
+        archive_write(job=job, outputs=outputs, fileobj=spool)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return JobArchive(filename=filename, built=spool)  # type: ignore[arg-type]
 
 
 def archive_store(*, job: GenerationJob, outputs: list[GeneratedOutput], name: str) -> str:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django import template
 
 from generation.models import Look
+from generation.pages.submit_token import new_submit_token
 from generation.services.remix import VariationsOffer, variations_offer
 
 register = template.Library()
@@ -26,7 +25,7 @@ def variations_offer_for(context: template.Context, look: Look) -> VariationsOff
     return offers[look.job_id]
 
 
-@register.simple_tag
-def new_submit_token() -> str:
-    """One token per drawn form: pressing it twice (a double click) starts one job."""
-    return uuid.uuid4().hex
+@register.simple_tag(name="new_submit_token")
+def submit_token_tag() -> str:
+    """One token per drawn form (generation/pages/submit_token.py)."""
+    return new_submit_token()
