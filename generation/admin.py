@@ -7,7 +7,6 @@ admin URL, to active staff who may view jobs (`generation.view_generationjob`), 
 
 from __future__ import annotations
 
-import tempfile
 from typing import Any, ClassVar
 
 from django.contrib import admin, messages
@@ -23,8 +22,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from storages.backends.s3 import S3Storage
 
-from config.cache_control import PRIVATE, never_store
-from generation.errors import ServiceError
+from config.cache_control import never_store
+from generation.errors import NothingToDownload, ServiceError
 from generation.models import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -35,7 +34,14 @@ from generation.models import (
     StudioTab,
     WorkerHeartbeat,
 )
-from generation.services.files import EXTENSIONS, SPOOL_BYTES, archive_write, prompt_slug, stored_name
+from generation.services.files import (
+    job_archive_open,
+    output_filename,
+    output_label,
+    poster_filename,
+    signed_file_headers,
+    stored_name,
+)
 from generation.services.lifecycle import job_cancel
 from generation.services.retry import job_retry
 
@@ -48,11 +54,6 @@ def _output_url(output: GeneratedOutput, *, poster: bool = False) -> str:
     return reverse(route, kwargs={"object_id": output.job_id, "number": output.index + 1})
 
 
-def _output_label(output: GeneratedOutput) -> str:
-    # Counted from 1, as people see outputs everywhere else (the stored index is 0-based).
-    return f"{'Clip' if output.mime.startswith('video/') else 'Image'} {output.index + 1}"
-
-
 def _thumbnail(output: GeneratedOutput) -> SafeString:
     """The output's thumbnail (a clip shows its poster frame), linking to the file itself."""
     return format_html(
@@ -60,7 +61,7 @@ def _thumbnail(output: GeneratedOutput) -> SafeString:
         '<img src="{}" alt="{}" height="{}"></a>',
         _output_url(output),
         _output_url(output, poster=bool(output.poster)),
-        _output_label(output),
+        output_label(output.index, output.mime),
         THUMBNAIL_PX,
     )
 
@@ -68,7 +69,7 @@ def _thumbnail(output: GeneratedOutput) -> SafeString:
 def _stream_private(name: str, *, filename: str, content_type: str, as_attachment: bool) -> HttpResponseBase:
     """A team's stored file for an operator, kept by no cache; on S3 a short-lived signed URL."""
     if isinstance(default_storage, S3Storage):
-        url = default_storage.url(name, parameters={"ResponseCacheControl": PRIVATE})
+        url = default_storage.url(name, parameters=signed_file_headers(filename=filename, as_attachment=as_attachment))
         return never_store(HttpResponseRedirect(url))
     response = FileResponse(
         default_storage.open(name, "rb"), filename=filename, content_type=content_type, as_attachment=as_attachment
@@ -129,7 +130,7 @@ class OutputInline(admin.TabularInline):
 
     @admin.display(description="output")
     def number(self, output: GeneratedOutput) -> str:
-        return _output_label(output)
+        return output_label(output.index, output.mime)
 
     @admin.display(description="preview")
     def preview(self, output: GeneratedOutput) -> SafeString:
@@ -255,10 +256,9 @@ class GenerationJobAdmin(admin.ModelAdmin):
 
     def output_view(self, request: HttpRequest, object_id: str, number: int) -> HttpResponseBase:
         output = self._output(request, object_id, number)
-        stem = "clip" if output.mime.startswith("video/") else "image"
         return _stream_private(
             stored_name(output.file),
-            filename=f"{stem}-{number}.{EXTENSIONS.get(output.mime, 'bin')}",
+            filename=output_filename(output.index, output.mime),
             content_type=output.mime,
             as_attachment=False,
         )
@@ -269,24 +269,26 @@ class GenerationJobAdmin(admin.ModelAdmin):
             raise Http404("This output has no poster.")
         return _stream_private(
             stored_name(output.poster),
-            filename=f"clip-{number}-poster.png",
+            filename=poster_filename(output.index),
             content_type="image/png",
             as_attachment=False,
         )
 
     def download_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
-        """The job's zip, built now by the archive service, so its entries always carry the
-        prompt's name and the outputs' dates (a zip stored before that naming would not)."""
+        """The job's zip, the same the team downloads (`job_archive_open`): same name, entries
+        and dates."""
         self._require_view_permission(request)
         job = get_object_or_404(GenerationJob, id=object_id)
-        outputs = list(job.outputs.all())
-        if not outputs:
-            raise Http404("The job has no images yet.")
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - FileResponse closes it
-        archive_write(job=job, outputs=outputs, fileobj=spool)
-        spool.seek(0)
+        try:
+            archive = job_archive_open(job=job)
+        except NothingToDownload as error:
+            raise Http404(error.message) from error
+        if archive.stored_name:
+            return _stream_private(
+                archive.stored_name, filename=archive.filename, content_type="application/zip", as_attachment=True
+            )
         response = FileResponse(
-            spool, filename=f"{prompt_slug(job.prompt)}.zip", content_type="application/zip", as_attachment=True
+            archive.built, filename=archive.filename, content_type="application/zip", as_attachment=True
         )
         return never_store(response)
 

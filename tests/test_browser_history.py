@@ -4,6 +4,8 @@ retries, a canceled job finishes its missing images, a refused prompt says why a
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.utils import timezone
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -178,3 +180,17 @@ def test_a_content_policy_refusal_says_why_and_offers_to_edit_the_prompt(stack, 
     page.get_by_test_id("generate").click()
     expect(page.get_by_test_id("status")).to_have_text("Succeeded", timeout=SLOW)
     assert questions == []  # nothing asked along the way
+
+
+def test_the_jobs_list_follows_a_running_job_to_its_end_without_a_reload(stack, alice, context):
+    page = log_in(context, alice.user.email)
+    generate(page, "a slow parade of paper lanterns", 4)
+    page.goto("/jobs/")
+    row = page.get_by_test_id("job-row").filter(has_text="a slow parade of paper lanterns")
+    expect(row.get_by_test_id("job-status")).to_have_text(re.compile("Queued|Running"))  # drawn mid-way
+
+    # No reload: the list draws itself again as the live status changes.
+    expect(row.get_by_test_id("job-status")).to_have_text("Succeeded")
+    expect(row.get_by_test_id("job-count")).to_contain_text("4 of 4")
+    expect(row.locator("[data-lightbox]")).to_have_count(4)
+    assert GenerationJob.objects.get(prompt="a slow parade of paper lanterns").status == "succeeded"

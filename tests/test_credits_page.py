@@ -4,6 +4,7 @@ and every ledger entry one click away; only the team's own, in bounded queries."
 from __future__ import annotations
 
 import re
+from uuid import UUID
 
 import pytest
 from django.db import connection
@@ -168,3 +169,30 @@ def test_a_team_with_no_movements_sees_an_empty_page_and_nothing_is_written(db):
     page = client.get("/credits/").content.decode()
     assert "No credit movements yet." in page
     assert "No credit movements yet." in client.get("/credits/", {"view": "ledger"}).content.decode()
+
+
+def test_a_page_reads_only_its_own_jobs_whatever_the_number_of_jobs_beyond_it(alice, monkeypatch):
+    monkeypatch.setattr("credits.selectors.ROWS_PER_PAGE", 3)
+    client = session(alice)
+    for n in range(4):
+        succeeded(alice, f"early {n}", 3)
+
+    def first_page() -> tuple[list[str], list[str]]:
+        client.get("/credits/")  # what the page's header does once (marking jobs seen) is done
+        with CaptureQueriesContext(connection) as captured:
+            page = client.get("/credits/").content.decode()
+        return list(job_rows(page)), [query["sql"] for query in captured.captured_queries]
+
+    shown, few_jobs = first_page()
+    assert len(shown) == 3
+    newest = [succeeded(alice, f"late {n}", 4) for n in range(8)]
+    failed(alice, "broken", 4, delivered=1)
+    shown, many_jobs = first_page()
+    assert len(many_jobs) == len(few_jobs)
+    newest_first = [str(job.id) for job in GenerationJob.objects.filter(team=alice.team).order_by("-created_at")[:3]]
+    assert shown == newest_first and str(newest[-1].id) in shown
+    # The sums are read for the page's jobs only, never by grouping the team's whole ledger.
+    (sums,) = [sql for sql in many_jobs if "GROUP BY" in sql and "credits_ledgerentry" in sql]
+    assert '"credits_ledgerentry"."job_id" IN (' in sums
+    summed = set(re.findall(r"'([0-9a-f]{32})'::uuid", sums))  # the jobs' ids as the query binds them
+    assert summed == {UUID(job_id).hex for job_id in newest_first}

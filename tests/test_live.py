@@ -4,6 +4,8 @@ nothing, and the queue position the pages show is the API's."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.db import connection
 from django.test import Client
@@ -11,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.teams import SESSION_TEAM_KEY
 from generation.models import GenerationJob
+from generation.services.scheduler import job_claim_next
 from generation.services.submit import JobSpec, job_submit
 from tests.helpers import job_deliver, job_fail
 
@@ -115,6 +118,42 @@ def test_a_busy_tab_gets_its_dot_from_the_poll_and_loses_it_when_its_job_ends(al
     job_fail(job=job)
     idle = client.get(ACTIVITY, {"tab": str(tab_id)}).content.decode()
     assert f'id="tab-busy-{tab_id}"' in idle and 'data-testid="tab-busy"' not in idle
+
+
+def test_the_poll_draws_a_busy_dot_for_at_most_the_tabs_quota_of_ids_and_ignores_what_is_not_one(alice, settings):
+    settings.QUOTA_STUDIO_TABS = 5
+    client = signed_in_browser(alice)
+    tab_id = int(client.get("/studio/")["Location"].rstrip("/").rsplit("/", 1)[1])
+    job_submit(team=alice.team, user=alice.user, spec=JobSpec(prompt="busy", count=1, tab_id=tab_id))
+    asked = [str(tab_id), "x", "²", "-3", "1e3", str(tab_id), *(str(n) for n in range(10_000, 10_200))]
+
+    answer = client.get(ACTIVITY, {"tab": asked})
+
+    assert answer.status_code == 200
+    drawn = answer.content.decode()
+    # The first five ids that are ids, each once: the quota's five, not two hundred.
+    assert re.findall(r'id="tab-busy-(\d+)"', drawn) == [
+        str(n) for n in sorted({tab_id, 10_000, 10_001, 10_002, 10_003})
+    ]
+    assert f'<span id="tab-busy-{tab_id}" class="tab-busy" hx-swap-oob="true"><span class="dot"' in drawn
+
+
+def test_the_queue_panel_and_the_studio_panel_say_a_queued_jobs_place_in_the_same_words(alice, settings):
+    settings.TEAM_MAX_RUNNING_JOBS = 1
+    submitted(alice, "already running")
+    assert job_claim_next(suspects=False, token="t", worker="w", ran_alone=False) is not None
+    client = signed_in_browser(alice)
+    tab_id = int(client.get("/studio/")["Location"].rstrip("/").rsplit("/", 1)[1])
+    waiting = job_submit(team=alice.team, user=alice.user, spec=JobSpec(prompt="waits", count=1, tab_id=tab_id)).job
+
+    panel = client.get(f"/studio/{tab_id}/progress/").content.decode()
+    queue = client.get("/queue/").content.decode()
+
+    in_panel = panel.split('data-testid="queue-position">', 1)[1].split("</p>", 1)[0]
+    in_queue = queue.split(f'data-job-id="{waiting.id}"', 1)[1].split('data-testid="queue-place">', 1)[1]
+    in_queue = in_queue.split("</p>", 1)[0]
+    assert in_panel == in_queue
+    assert in_panel.startswith("Position 1 in the queue: your team already runs as many jobs as its plan allows")
 
 
 def test_the_queue_panel_shows_the_same_queue_position_as_the_api(alice, charlie):

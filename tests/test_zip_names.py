@@ -1,4 +1,5 @@
-"""A job's zip: entries named after its prompt and numbered from 1, dated when each file was made."""
+"""A job's zip: entries named after its prompt and numbered from 1, dated when each file was made;
+the same zip, under the same name, from the API (the studio's button) and the admin."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ import hashlib
 import io
 import zipfile
 from datetime import UTC, datetime
+from urllib.parse import unquote
 
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.test import Client
 from django.utils import timezone
 
+from accounts.models import User
 from generation.models import GeneratedOutput, GenerationJob
-from generation.services.files import archive_entry_name, prompt_slug
+from generation.services.files import archive_entry_name, archive_name_for, archive_store, prompt_slug
+from generation.services.retry import job_retry
 from tests.factories import GenerationJobFactory, png_bytes
 
 pytestmark = pytest.mark.django_db
@@ -25,15 +30,22 @@ def job_with_images(team, prompt: str, made_at: list[datetime], contents: list[b
         team=team, prompt=prompt, total_outputs=len(made_at), status="succeeded", finished_at=timezone.now()
     )
     for index, moment in enumerate(made_at):
-        content = contents[index] if contents else png_bytes(colour=(index * 40, 80, 40))
-        name = default_storage.save(f"teams/{team.id}/jobs/{job.id}/image-{index + 1}-t.png", ContentFile(content))
-        output = GeneratedOutput.objects.create(
-            job=job, index=index, file=name, mime="image/png", width=64, height=48, bytes=len(content),
-            sha256=hashlib.sha256(content).hexdigest(),
-        )  # fmt: skip
-        GeneratedOutput.objects.filter(id=output.id).update(created_at=moment)  # auto_now_add ignores a value
+        image_made_at(job, index, moment, contents[index] if contents else None)
     GenerationJob.objects.filter(id=job.id).update(completed_outputs=len(made_at))
     return job
+
+
+def image_made_at(job: GenerationJob, index: int, moment: datetime, content: bytes | None = None) -> GeneratedOutput:
+    """Output `index` of `job`: a real small PNG (or `content`), recorded as made at `moment`."""
+    content = content or png_bytes(colour=(index * 40, 80, 40))
+    name = default_storage.save(f"teams/{job.team_id}/jobs/{job.id}/image-{index + 1}-t.png", ContentFile(content))
+    output = GeneratedOutput.objects.create(
+        job=job, index=index, file=name, mime="image/png", width=64, height=48, bytes=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+    )  # fmt: skip
+    GeneratedOutput.objects.filter(id=output.id).update(created_at=moment)  # auto_now_add ignores a value
+    output.refresh_from_db()
+    return output
 
 
 def test_the_prompt_becomes_a_short_slug_cut_at_a_word():
@@ -67,3 +79,104 @@ def test_a_date_in_the_servers_zone_and_never_before_the_zip_epoch(alice, settin
         download = alice.client.get(f"/api/v1/jobs/{job.id}/download")
     (entry,) = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).infolist()
     assert (entry.filename, entry.date_time) == ("winter-1.png", (2026, 1, 11, 0, 30, 0))
+
+
+def unzipped(response) -> zipfile.ZipFile:  # type: ignore[no-untyped-def]
+    assert (response.status_code, response["Content-Type"]) == (200, "application/zip")
+    return zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+
+
+@pytest.fixture
+def operator() -> Client:
+    User.objects.create_superuser(email="ops@example.com", password="operator-password")
+    client = Client()
+    client.login(email="ops@example.com", password="operator-password")
+    return client
+
+
+def downloads(alice, operator, job: GenerationJob) -> list:  # type: ignore[no-untyped-def]
+    """The job's zip as the team downloads it (the studio's button) and as an operator does."""
+    return [
+        alice.client.get(f"/api/v1/jobs/{job.id}/download"),
+        operator.get(f"/admin/generation/generationjob/{job.id}/download/"),
+    ]
+
+
+def test_the_team_and_the_operator_download_the_stored_zip_under_the_prompts_name(alice, operator):
+    job = job_with_images(alice.team, "Golden roses, at dusk!", [timezone.now()] * 3)
+    stored = archive_store(job=job, outputs=list(job.outputs.all()), name=archive_name_for(job))
+    GenerationJob.objects.filter(id=job.id).update(archive=stored)  # what the pipeline does when a job succeeds
+
+    for download in downloads(alice, operator, job):
+        assert (download.status_code, download["Content-Type"]) == (200, "application/zip")
+        assert download["Content-Disposition"] == 'attachment; filename="golden-roses-at-dusk.zip"'
+        assert "no-store" in download["Cache-Control"]
+        body = b"".join(download.streaming_content)
+        assert body == default_storage.open(stored).read()  # the stored zip, served as stored
+        assert zipfile.ZipFile(io.BytesIO(body)).namelist() == [f"golden-roses-at-dusk-{n}.png" for n in (1, 2, 3)]
+
+
+def test_a_zip_stored_with_the_old_entry_names_is_built_afresh_and_left_alone(alice, operator):
+    job = job_with_images(alice.team, "harbour at dawn", [timezone.now()] * 2)
+    old_name = f"teams/{alice.team.id}/jobs/{job.id}/images-0a1b2c3d.zip"  # before the entries were named
+    old = io.BytesIO()
+    with zipfile.ZipFile(old, "w") as archive:
+        for output in job.outputs.all():
+            archive.writestr(f"image-{output.index + 1}.png", default_storage.open(output.file.name).read())
+    default_storage.save(old_name, ContentFile(old.getvalue()))
+    GenerationJob.objects.filter(id=job.id).update(archive=old_name)
+
+    for download in downloads(alice, operator, job):
+        assert download["Content-Disposition"] == 'attachment; filename="harbour-at-dawn.zip"'
+        archive = unzipped(download)
+        assert archive.namelist() == ["harbour-at-dawn-1.png", "harbour-at-dawn-2.png"]
+        stored = [default_storage.open(output.file.name).read() for output in job.outputs.order_by("index")]
+        assert [archive.read(name) for name in archive.namelist()] == stored
+    job.refresh_from_db()
+    assert job.archive.name == old_name  # a download reads: the old zip is neither replaced nor deleted
+    assert default_storage.open(old_name).read() == old.getvalue()
+
+
+def test_images_a_retry_carried_over_keep_the_date_they_were_made_in_the_zip(alice, operator, settings):
+    settings.TIME_ZONE = "UTC"
+    first, second, third = (datetime(2026, 3, 1, 9, minute, 0, tzinfo=UTC) for minute in (10, 20, 45))
+    failed = job_with_images(alice.team, "storm over the harbour", [first, second])
+    GenerationJob.objects.filter(id=failed.id).update(total_outputs=3, status="failed")
+    retry, created = job_retry(job=failed, user=alice.user)
+    assert created
+    assert [output.carried_from_id for output in retry.outputs.all()] == list(
+        failed.outputs.values_list("id", flat=True)
+    )
+    image_made_at(retry, 2, third)
+    GenerationJob.objects.filter(id=retry.id).update(
+        status="succeeded", completed_outputs=3, finished_at=timezone.now()
+    )
+    dates = [(2026, 3, 1, 9, 10, 0), (2026, 3, 1, 9, 20, 0), (2026, 3, 1, 9, 45, 0)]
+
+    for download in downloads(alice, operator, retry):  # built at the download
+        assert [entry.date_time for entry in unzipped(download).infolist()] == dates
+    # The zip the pipeline stores when the retry succeeds, from the retry's own rows.
+    stored = archive_store(job=retry, outputs=list(retry.outputs.order_by("index")), name=archive_name_for(retry))
+    archive = zipfile.ZipFile(default_storage.open(stored))
+    assert archive.namelist() == [f"storm-over-the-harbour-{n}.png" for n in (1, 2, 3)]
+    assert [entry.date_time for entry in archive.infolist()] == dates
+
+
+def test_on_s3_the_signed_zip_url_names_the_file_after_the_prompt(alice, operator, settings, monkeypatch):
+    job = job_with_images(alice.team, "Golden roses, at dusk!", [timezone.now()] * 2)
+    stored = archive_store(job=job, outputs=list(job.outputs.all()), name=archive_name_for(job))
+    GenerationJob.objects.filter(id=job.id).update(archive=stored)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATEST")  # signing is local: nothing is sent
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    options = {"bucket_name": "atelier-media", "region_name": "eu-west-3", "querystring_auth": True}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options},
+    }
+
+    for download in downloads(alice, operator, job):
+        assert download.status_code == 302
+        signed = unquote(download["Location"])
+        assert stored in signed  # the stored zip itself, no bytes through the web process
+        assert 'response-content-disposition=attachment; filename="golden-roses-at-dusk.zip"' in signed
+        assert "response-cache-control=private, no-store" in signed

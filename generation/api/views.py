@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from uuid import UUID
 
 from django.core.files.storage import default_storage
@@ -19,7 +18,7 @@ from storages.backends.s3 import S3Storage
 
 from accounts.permissions import request_team
 from accounts.quotas import QuotaExceeded
-from config.cache_control import PRIVATE, never_store
+from config.cache_control import never_store
 from config.errors import ServerBusy
 from config.pagination import BoundedLimitOffsetPagination
 from config.schema import error_responses
@@ -43,12 +42,17 @@ from generation.providers.catalog import configured_providers
 from generation.selectors import (
     activity_for_user,
     job_list_for_team,
-    job_outputs_of,
     job_queryset_for_team,
     look_list_for_team,
 )
 from generation.services.assets import asset_upload
-from generation.services.files import job_archive_open, output_filename, poster_filename, stored_name
+from generation.services.files import (
+    job_archive_open,
+    output_filename,
+    poster_filename,
+    signed_file_headers,
+    stored_name,
+)
 from generation.services.job_body import JobCreateSerializer
 from generation.services.lifecycle import activity_mark_seen, job_cancel
 from generation.services.retry import job_retry
@@ -246,8 +250,8 @@ def _stream_from_storage(
     """A team's private file: kept by no cache, neither our answer nor the bucket's."""
     if isinstance(default_storage, S3Storage):
         # A signed, short-lived URL: no bytes through the web process. The bucket answers it with
-        # our Cache-Control too, as S3 takes response headers as signed parameters.
-        url = default_storage.url(name, parameters={"ResponseCacheControl": PRIVATE})
+        # our Cache-Control and file name too, as S3 takes response headers as signed parameters.
+        url = default_storage.url(name, parameters=signed_file_headers(filename=filename, as_attachment=as_attachment))
         return never_store(HttpResponseRedirect(url))
     return never_store(
         ranged_file_response(
@@ -279,9 +283,15 @@ class JobDownloadView(APIView):
         archive = job_archive_open(job=_job_for_team(request, job_id))
         if archive.stored_name:
             return _stream_from_storage(
-                request, archive.stored_name, filename=archive.filename, content_type="application/zip", as_attachment=True
+                request,
+                archive.stored_name,
+                filename=archive.filename,
+                content_type="application/zip",
+                as_attachment=True,
             )
-        response = FileResponse(archive.built, filename=archive.filename, content_type="application/zip", as_attachment=True)
+        response = FileResponse(
+            archive.built, filename=archive.filename, content_type="application/zip", as_attachment=True
+        )
         return never_store(response)
 
 

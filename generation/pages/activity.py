@@ -20,6 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import condition, require_GET
 
+from accounts.quotas import Quota, team_quota
 from generation.models import GenerationJob
 from generation.pages.context import LiveStatus, page_team, page_user
 from generation.selectors import jobs_unseen_by
@@ -28,8 +29,17 @@ from generation.services.seen import jobs_mark_seen
 NOTICE_LIMIT = 10
 
 
-def _ids(values: list[str]) -> list[int]:
-    return sorted({int(value) for value in values if value.isdigit() and len(value) <= 18})
+def _ids(values: list[str], *, limit: int) -> list[int]:
+    """The first `limit` distinct ids of a query parameter, sorted; anything but ASCII digits
+    (a typo, "²", a negative number) is left out. The limit bounds what one poll renders: a
+    request cannot ask for a fragment per id of a thousand."""
+    ids: set[int] = set()
+    for value in values:
+        if len(ids) == limit:
+            break
+        if value.isascii() and value.isdigit() and len(value) <= 18:
+            ids.add(int(value))
+    return sorted(ids)
 
 
 @dataclass
@@ -78,14 +88,15 @@ def _activity(request: HttpRequest) -> Activity:
         arrival = request.GET.get("arrival") == "1"
         # Once the page is up, a job ending in the studio tab it shows ends in front of the
         # person: that tab's own panel shows it (and marks it seen), the notice does not.
-        watching = _ids(request.GET.getlist("watching"))
+        watching = _ids(request.GET.getlist("watching"), limit=1)
         except_tab_id = watching[0] if watching and not arrival else None
         finished = jobs_unseen_by(team=team, user=user, limit=NOTICE_LIMIT, except_tab_id=except_tab_id)
         cached = request._atelier_activity_poll = Activity(  # type: ignore[attr-defined]
             team_id=team.id,
             user_id=user.id,
             live=LiveStatus(request),
-            shown_tab_ids=_ids(request.GET.getlist("tab")),
+            # A page shows at most the person's tabs, which the studio-tabs quota bounds.
+            shown_tab_ids=_ids(request.GET.getlist("tab"), limit=team_quota(team, Quota.STUDIO_TABS)),
             finished=finished,
             arrival=arrival,
         )
@@ -115,4 +126,4 @@ def activity(request: HttpRequest) -> HttpResponse:
 def queue_page(request: HttpRequest) -> HttpResponse:
     """The queue panel as a page: where the header's "Queue (N)" goes without JavaScript, and a
     phone's full-screen view of it. The poll keeps its list live like the drawer's."""
-    return render(request, "queue/queue.html", {"queue_page": True})
+    return render(request, "queue/queue.html")

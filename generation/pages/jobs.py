@@ -49,7 +49,15 @@ def job_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "jobs/list.html",
-        {"page": page, "rows": rows, "status": status, "statuses": GenerationJob.Status.choices},
+        {
+            "page": page,
+            "rows": rows,
+            "status": status,
+            "statuses": GenerationJob.Status.choices,
+            # The list is drawn again whenever the live status changes while a row's job is active
+            # (app.js, "live-changed"): its status, count and images follow without a reload.
+            "follows_live": any(row["latest"].is_active for row in rows),
+        },
     )
 
 

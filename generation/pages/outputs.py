@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from generation.models import GeneratedOutput, GenerationJob, Look
 from generation.routes import job_route
+from generation.services.files import output_label
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class OutputView:
     its look in the collection, when there is one (a deleted look leaves the output without)."""
 
     output: GeneratedOutput
-    number: int  # counted from 1, like the zip's image-1.png
+    number: int  # counted from 1, like the zip's golden-roses-1.png
     url: str
     poster_url: str
     is_clip: bool
@@ -29,7 +30,7 @@ class OutputView:
 
     @property
     def label(self) -> str:
-        return f"{'Clip' if self.is_clip else 'Image'} {self.number}"
+        return output_label(self.output.index, self.output.mime)
 
     @property
     def kind(self) -> str:

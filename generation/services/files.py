@@ -16,11 +16,13 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db.models import F, Q
-from django.db.models.functions import Coalesce
 from django.db.models.fields.files import FieldFile
+from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 
+from config.cache_control import PRIVATE
 from generation.errors import NothingToDownload
 from generation.models import GeneratedOutput, GenerationJob
 from generation.selectors import job_outputs_of
@@ -63,6 +65,15 @@ def output_label(index: int, mime: str) -> str:
 def poster_filename(index: int) -> str:
     """The name of the poster frame of clip `index` (0-based): clip-1-poster.png."""
     return f"clip-{index + 1}-poster.png"
+
+
+def signed_file_headers(*, filename: str, as_attachment: bool) -> dict[str, str]:
+    """The response headers an S3 signed URL is signed with (S3 takes them as parameters): kept by
+    no cache, and offered under the name we give the file rather than its storage name."""
+    return {
+        "ResponseCacheControl": PRIVATE,
+        "ResponseContentDisposition": content_disposition_header(as_attachment, filename) or "",
+    }
 
 
 def stored_name(file: FieldFile) -> str:

@@ -143,3 +143,17 @@
     opened = null;
   });
 })();
+
+// The live status changed (the activity poll, live.js, got a new answer rather than a 304): a
+// part of the page that follows it (hx-trigger "live-changed from:body", such as the Jobs list
+// while a row's job runs) draws itself again. The page's first answer is the state it was drawn in.
+(function () {
+  "use strict";
+  var answered = false;
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var source = event.detail.elt;
+    if (!source || source.id !== "live-poll" || !event.detail.xhr || event.detail.xhr.status !== 200) return;
+    if (answered) document.body.dispatchEvent(new CustomEvent("live-changed"));
+    answered = true;
+  });
+})();
