@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from django.core.paginator import Page, Paginator
@@ -72,7 +73,7 @@ def _activity_rows(account: CreditAccount) -> QuerySet[LedgerEntry]:
     )
 
 
-def _job_sums(account: CreditAccount, job_ids: list[UUID]) -> dict[UUID, dict[str, int]]:
+def _job_sums(account: CreditAccount, job_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
     """The sums of these jobs' entries, one row per job, read through the per-job index
     (`credits_entry_job_kind`)."""
     if not job_ids:
@@ -90,7 +91,7 @@ def _job_sums(account: CreditAccount, job_ids: list[UUID]) -> dict[UUID, dict[st
         )
         .order_by()
     )
-    return {row.pop("job_id"): row for row in sums}
+    return {row["job_id"]: dict(row) for row in sums}
 
 
 def credit_activity_page(*, account: CreditAccount, page_number: str | None) -> tuple[Page, list]:

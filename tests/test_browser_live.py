@@ -204,3 +204,51 @@ def test_a_job_started_through_the_api_shows_up_in_the_queue_and_the_balance_wit
     expect(page.get_by_test_id("queue-drawer").get_by_test_id("queue-empty")).to_be_visible()
     expect(page.get_by_test_id("queue-count")).to_have_text("(0)")
     assert same_document(page)
+
+
+def test_a_focused_cancel_in_the_queue_keeps_focus_while_the_poll_redraws_the_list(stack, alice, context):
+    page = log_in(context, alice.user.email)
+    job = generate(page, "by keyboard: a lantern on a pier", 10)
+    wait_for_job(job.id, lambda job: job.completed_outputs >= 1)
+    open_queue(page)
+    drawer = page.get_by_test_id("queue-drawer")
+    item = drawer.locator(f'[data-testid=queue-item][data-job-id="{job.id}"]')
+    cancel = item.get_by_test_id("queue-cancel")
+    counter = item.get_by_test_id("queue-counter")
+    expect(counter).not_to_have_text("0 of 10")
+
+    # A mark on this very button (a property, which a redrawn list does not carry over).
+    cancel.evaluate("button => { button.atelierBeforeThePoll = true; }")
+    cancel.focus()
+    before = counter.inner_text()
+    expect(counter).not_to_have_text(before)  # the job made progress: a poll redrew the list
+
+    expect(cancel).to_be_focused()  # the same job's Cancel, though a new button
+    assert page.evaluate("document.activeElement.atelierBeforeThePoll") is None
+
+    # Enter on it cancels; the job stops, its Cancel goes, and focus stays in the panel.
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.keyboard.press("Enter")
+    expect(item.get_by_test_id("queue-cancel")).to_have_count(0)
+    expect(drawer.get_by_test_id("queue-list")).to_be_focused()
+    assert wait_for_finish(job.id).status == "canceled"
+
+
+def test_escape_in_the_lightbox_closes_the_lightbox_and_leaves_the_queue_drawer_open(stack, alice, context):
+    page = log_in(context, alice.user.email)
+    job = generate(page, "one sketch of a teapot", 1)
+    assert wait_for_finish(job.id).status == "succeeded"
+    thumb = page.get_by_test_id("progress").get_by_test_id("thumb")
+    expect(thumb).to_have_count(1)
+    open_queue(page)
+    drawer = page.get_by_test_id("queue-drawer")
+    lightbox = page.get_by_test_id("lightbox")
+
+    thumb.click()
+    expect(lightbox).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(lightbox).to_be_hidden()
+    expect(drawer).to_be_visible()  # one Escape, one thing closed
+
+    page.keyboard.press("Escape")
+    expect(drawer).to_be_hidden()

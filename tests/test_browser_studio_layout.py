@@ -98,6 +98,7 @@ def test_on_a_phone_the_running_job_comes_first(stack, alice, phone):
     assert in_first_screen(page, page.get_by_test_id("status"))
     assert in_first_screen(page, page.get_by_test_id("counter"))
     assert in_first_screen(page, page.get_by_test_id("cancel"))  # and its Cancel
+    assert in_first_screen(page, page.get_by_test_id("generate-bar"))  # and Generate, in the bar
     screenshot(page, "studio-phone.png", full_page=False)
     # The form's Generate is a short scroll away, right under the prompt.
     page.get_by_test_id("generate").scroll_into_view_if_needed()

@@ -124,12 +124,13 @@ def test_a_video_job_from_the_studio_runs_and_its_clip_plays(stack, alice, brows
     phone = new_context(browser, live_server.url, PHONE)
     page = log_in(phone, alice.user.email)
     page.goto(f"/studio/{job.tab_id}/")
-    # Generate within reach without scrolling, and nothing wider than the screen.
-    expect(page.get_by_test_id("generate")).to_be_in_viewport()
+    # The job comes first; Generate within reach without scrolling (the phone's bar), and
+    # nothing wider than the screen.
+    expect(page.get_by_test_id("generate-bar")).to_be_in_viewport()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     # What a phone shows once scrolled to the result: the clip, with Generate still at hand.
     page.get_by_test_id("progress").evaluate("element => element.scrollIntoView({block: 'end'})")
-    expect(page.get_by_test_id("generate")).to_be_in_viewport()
+    expect(page.get_by_test_id("generate-bar")).to_be_in_viewport()
     expect(page.get_by_test_id("clip")).to_be_in_viewport()
     show_poster(page)
     screenshot(page, "studio-video-phone.png", full_page=False)

@@ -133,7 +133,8 @@ def test_make_run_from_a_fresh_clone_serves_the_api_and_runs_a_job(tmp_path: Pat
         )
         assert "/studio/" in studio.url
         assert "498 credits" in studio.text
-        assert "1 generation finished while you were away (2 images)" in studio.text
+        arrival = browser.get(f"{base_url}/activity/", params={"arrival": "1"}, timeout=10)  # the page's first poll
+        assert "1 generation finished while you were away (2 images)" in arrival.text
         # The printed operator logs in to the admin and sees the job's page (its images, its zip).
         operator = admin_session(base_url, operator_email, operator_password)
         assert "Site administration" in operator.get(admin_url, timeout=5).text

@@ -287,5 +287,6 @@ def test_the_return_notice_counts_clips_apart_from_images(alice, studio):
     job_deliver(job=image_job, indexes=[0, 1])
     for job in (clip_job, image_job):
         assert job_finish(job_id=job.id, fence=Q(), status=GenerationJob.Status.SUCCEEDED)
-    page = client.get("/collection/").content.decode()
-    assert "2 generations finished while you were away (2 images, 1 clip)" in page
+    client.get("/collection/")  # a page's first live poll tells what finished while away
+    arrival = client.get("/activity/", {"arrival": "1"}).content.decode()
+    assert "2 generations finished while you were away (2 images, 1 clip)" in arrival

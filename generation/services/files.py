@@ -208,8 +208,8 @@ def job_archive_open(*, job: GenerationJob) -> JobArchive:
     Raises NothingToDownload when the job has no outputs yet.
     """
     filename = archive_filename(job.prompt)
-    if job.archive and archive_is_current(job.archive.name):
-        return JobArchive(filename=filename, stored_name=job.archive.name)
+    if job.archive and archive_is_current(stored_name(job.archive)):
+        return JobArchive(filename=filename, stored_name=stored_name(job.archive))
     outputs = job_outputs_of(job)
     if not outputs:
         raise NothingToDownload("The job has no images yet.", details={"status": job.status})
