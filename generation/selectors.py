@@ -443,15 +443,31 @@ class LookFilters:
     provider: str = ""
 
 
+SEARCH_WORDS = 8  # the most words of a search used: each is a LIKE over the team's prompts
+
+
+def search_words(text: str) -> list[str]:
+    """The words of a collection search, plurals cut to their stem (foxes -> fox, teapots -> teapot)."""
+    words = []
+    for word in text.lower().split()[:SEARCH_WORDS]:
+        if len(word) > 4 and word.endswith("es"):
+            word = word[:-2]
+        elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        words.append(word)
+    return words
+
+
 def look_list_for_team(*, team: Team, filters: LookFilters | None = None) -> QuerySet[Look]:
     """The team's looks, newest first, each with its output and job (one query for a page of
     them: the collection shows the prompt, the date and the image of each)."""
     looks = Look.objects.filter(team=team)
     if filters is not None:
-        if filters.prompt:
-            # icontains is UPPER(...) LIKE UPPER(...) on PostgreSQL and LIKE on SQLite (case-blind
-            # there for ASCII letters only); Django escapes the person's own % and _.
-            looks = looks.filter(job__prompt__icontains=filters.prompt)
+        # Each word of the search, in any order (icontains: UPPER(...) LIKE UPPER(...) on
+        # PostgreSQL, LIKE on SQLite, case-blind there for ASCII letters only; Django escapes the
+        # person's own % and _). A plural also finds the singular: "teapots" finds "teapot".
+        for word in search_words(filters.prompt):
+            looks = looks.filter(job__prompt__icontains=word)
         if filters.created_from is not None:
             looks = looks.filter(created_at__gte=filters.created_from)
         if filters.created_before is not None:

@@ -145,7 +145,10 @@ def test_a_canceled_job_finishes_its_missing_images(stack, alice, context):
     missing = canceled.total_outputs - canceled.completed_outputs
     assert missing > 0
     finish = page.get_by_test_id("finish-missing")
-    expect(finish).to_have_text(f"Finish the missing {missing} image{'s' if missing > 1 else ''}")
+    price = missing * canceled.credits_per_output
+    expect(finish).to_have_text(
+        f"Finish the missing {missing} image{'s' if missing > 1 else ''} · {price} credit{'s' if price > 1 else ''}"
+    )
 
     finish.click()
     expect(page.get_by_test_id("status")).to_have_text("Succeeded", timeout=SLOW)

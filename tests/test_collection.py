@@ -254,3 +254,13 @@ def test_delete_goes_back_to_the_page_it_came_from_on_this_site_only(alice, char
     outsider = make_look(charlie, "not yours")
     assert client.post(f"/collection/{outsider.id}/delete/", {"next": "/jobs/"}).status_code == 404
     assert Look.objects.filter(id=outsider.id).exists()
+
+
+def test_search_finds_every_word_in_any_order_and_plurals_find_the_singular(alice):
+    whale = make_look(alice, "a teapot shaped like a whale")
+    make_look(alice, "a whale in the sea")
+    client = signed_in(alice)
+    for search in ("whale teapot", "TEAPOTS", "teapot whales"):
+        page = client.get("/collection/", {"q": search}).content.decode()
+        assert f"/collection/{whale.id}/" in page, search
+        assert page.count('data-testid="look"') == 1, search

@@ -131,7 +131,8 @@ def test_a_canceled_job_offers_to_finish_its_missing_images_and_the_retry_makes_
     job_cancel(job=job)
     client = signed_in(alice)
     panel = client.get(f"/jobs/{job.id}/progress/").content.decode()
-    assert "Finish the missing 3 images" in panel and 'data-testid="retry"' not in panel
+    assert f"Finish the missing 3 images · {3 * job.credits_per_output} credits" in panel
+    assert 'data-testid="retry"' not in panel
 
     response = client.post(f"/jobs/{job.id}/retry/")
     finish = GenerationJob.objects.get(retry_of=job)

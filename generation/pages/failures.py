@@ -113,6 +113,7 @@ class JobNextSteps:
     retry: bool = False  # "Retry the missing images"
     edit_prompt: bool = False
     finish_missing: int = 0  # a canceled job's "Finish the missing N images"
+    credits: int = 0  # what making the missing outputs holds (named on the Retry and Finish buttons)
     retried_as: GenerationJob | None = None  # the newest retry of this job: "Retried: see the retry"
 
 
@@ -123,12 +124,14 @@ def job_next_steps(job: GenerationJob | None) -> JobNextSteps:
         return JobNextSteps()
     retried_as = job.retries.order_by("-created_at").first()
     missing = job.total_outputs - job.completed_outputs
+    credits = missing * job.credits_per_output
     if job.status == GenerationJob.Status.CANCELED:
-        return JobNextSteps(finish_missing=0 if retried_as else missing, retried_as=retried_as)
+        return JobNextSteps(finish_missing=0 if retried_as else missing, retried_as=retried_as, credits=credits)
     advice = failure_advice(job)
     return JobNextSteps(
         advice=advice,
         retry=retried_as is None and offers_retry(job, advice),
         edit_prompt=advice.step is NextStep.EDIT_PROMPT,
         retried_as=retried_as,
+        credits=credits,
     )
