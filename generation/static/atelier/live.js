@@ -108,7 +108,38 @@
   });
 
   document.addEventListener("keydown", function (event) {
-    if (event.key === "Escape" && !drawer.hidden) setOpen(false);
+    if (event.key !== "Escape" || drawer.hidden) return;
+    // Escape in the lightbox (a modal <dialog>, gallery.js) is the lightbox's: it closes that
+    // alone. Its own handler may have closed it already by the time the key reaches here.
+    var target = event.target instanceof Element ? event.target : null;
+    if (event.defaultPrevented || document.querySelector("dialog[open]") || (target && target.closest("dialog"))) return;
+    setOpen(false);
+  });
+})();
+
+// Each poll that sees a change replaces the queue list whole (out of band), controls and all.
+// Focus inside it would fall back to the page's body, and a keyboard user could hardly reach a
+// Cancel: so the focused control's id (named after its job, activity_queue_list.html) is noted
+// before the swap and the control of that id is focused after it. When it is gone (its job left
+// the queue or is stopping), the list itself takes focus, so Tab goes on from inside the panel.
+(function () {
+  "use strict";
+  var refocus = null; // {id: the focused control's id, or ""} while a swap of the list is under way
+
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var list = event.detail.target;
+    if (!(list instanceof Element) || list.id !== "queue-list") return;
+    var active = document.activeElement;
+    refocus = active && active !== list && list.contains(active) ? { id: active.id || "" } : null;
+  });
+
+  document.addEventListener("htmx:oobAfterSwap", function () {
+    if (!refocus) return;
+    var list = document.getElementById("queue-list");
+    var again = refocus.id ? document.getElementById(refocus.id) : null;
+    if (!again || !list || !list.contains(again)) again = list;
+    refocus = null;
+    if (again && document.activeElement !== again) again.focus({ preventScroll: true });
   });
 })();
 
