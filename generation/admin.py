@@ -36,9 +36,9 @@ from generation.models import (
 )
 from generation.services.files import (
     job_archive_open,
-    output_filename,
+    output_download_name,
     output_label,
-    poster_filename,
+    poster_download_name,
     signed_file_headers,
     stored_name,
 )
@@ -143,10 +143,8 @@ _JOB_PAGE_FIRST = ["prompt", "team", "created_by", "status", "progress", "files"
 
 @admin.register(GenerationJob)
 class GenerationJobAdmin(admin.ModelAdmin):
-    list_display = [
-        "prompt_shown", "team", "status", "progress", "created_at", "provider", "kind", "attempts",
-        "suspect_crashes", "pauses", "error_code", "started_at", "finished_at", "lease_expires_at",
-    ]  # fmt: skip
+    # What an operator scans a list for; the rest (attempts, crashes, lease) is on the job's page.
+    list_display = ["prompt_shown", "team", "status", "progress", "created_at", "provider", "error_code", "finished_at"]
     list_display_links = ["prompt_shown"]
     list_filter = [JobStateFilter, "status", "error_code", "provider", "kind"]
     search_fields = ["id", "prompt", "team__name", "created_by__email", "subject_key"]
@@ -155,7 +153,11 @@ class GenerationJobAdmin(admin.ModelAdmin):
     ordering = ["-created_at"]
     inlines = [OutputInline]
     actions = ["cancel_jobs", "retry_jobs"]
-    readonly_fields = _JOB_PAGE_FIRST + [f.name for f in GenerationJob._meta.fields if f.name not in _JOB_PAGE_FIRST]
+    # The stored zip's storage path is no link for people: the Files block offers the zip itself.
+    exclude = ["archive"]
+    readonly_fields = _JOB_PAGE_FIRST + [
+        f.name for f in GenerationJob._meta.fields if f.name not in _JOB_PAGE_FIRST and f.name != "archive"
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -252,13 +254,13 @@ class GenerationJobAdmin(admin.ModelAdmin):
 
     def _output(self, request: HttpRequest, job_id: str, number: int) -> GeneratedOutput:
         self._require_view_permission(request)
-        return get_object_or_404(GeneratedOutput, job_id=job_id, index=number - 1)
+        return get_object_or_404(GeneratedOutput.objects.select_related("job"), job_id=job_id, index=number - 1)
 
     def output_view(self, request: HttpRequest, object_id: str, number: int) -> HttpResponseBase:
         output = self._output(request, object_id, number)
         return _stream_private(
             stored_name(output.file),
-            filename=output_filename(output.index, output.mime),
+            filename=output_download_name(prompt=output.job.prompt, index=output.index, mime=output.mime),
             content_type=output.mime,
             as_attachment=False,
         )
@@ -269,7 +271,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
             raise Http404("This output has no poster.")
         return _stream_private(
             stored_name(output.poster),
-            filename=poster_filename(output.index),
+            filename=poster_download_name(prompt=output.job.prompt, index=output.index),
             content_type="image/png",
             as_attachment=False,
         )

@@ -17,9 +17,10 @@ from django.utils import timezone
 
 from accounts.models import User
 from generation.models import GeneratedOutput, GenerationJob
-from generation.services.files import archive_entry_name, archive_name_for, archive_store, prompt_slug
+from generation.services.files import archive_name_for, archive_store, output_download_name, prompt_slug
 from generation.services.retry import job_retry
 from tests.factories import GenerationJobFactory, png_bytes
+from tests.helpers import signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -54,8 +55,8 @@ def test_the_prompt_becomes_a_short_slug_cut_at_a_word():
     assert prompt_slug(long_prompt) == "ocean-waves-at-night-under-a-violet-sky"  # 39 characters, whole words
     assert prompt_slug("x" * 90) == "x" * 40  # one long word is cut where it reaches the limit
     assert prompt_slug("!!! ???") == "atelier"  # nothing left to name it by
-    assert archive_entry_name(prompt="red lanterns", index=0, mime="video/mp4") == "red-lanterns-1.mp4"
-    assert archive_entry_name(prompt="red lanterns", index=2, mime="image/png") == "red-lanterns-3.png"
+    assert output_download_name(prompt="red lanterns", index=0, mime="video/mp4") == "red-lanterns-1.mp4"
+    assert output_download_name(prompt="red lanterns", index=2, mime="image/png") == "red-lanterns-3.png"
 
 
 def test_the_download_names_each_entry_after_the_job_and_dates_it_when_it_was_made(alice, settings):
@@ -180,3 +181,12 @@ def test_on_s3_the_signed_zip_url_names_the_file_after_the_prompt(alice, operato
         assert stored in signed  # the stored zip itself, no bytes through the web process
         assert 'response-content-disposition=attachment; filename="golden-roses-at-dusk.zip"' in signed
         assert "response-cache-control=private, no-store" in signed
+
+
+def test_a_single_image_downloads_under_the_name_it_has_in_the_zip(alice):
+    job = job_with_images(alice.team, "Golden roses, at dusk!", [timezone.now(), timezone.now()])
+
+    answer = signed_in(alice).get(f"/api/v1/jobs/{job.id}/outputs/2")
+
+    assert answer.status_code == 200
+    assert answer["Content-Disposition"] == 'inline; filename="golden-roses-at-dusk-2.png"'

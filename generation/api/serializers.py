@@ -106,7 +106,7 @@ class OutputSerializer(ModelAnswerSerializer):
         }
 
     def get_index(self, output: GeneratedOutput) -> int:
-        return output.index + 1  # people count images from 1, like the zip's image-1.png
+        return output.index + 1  # people count images from 1, like the zip's golden-roses-1.png
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, output: GeneratedOutput) -> str:

@@ -48,8 +48,8 @@ from generation.selectors import (
 from generation.services.assets import asset_upload
 from generation.services.files import (
     job_archive_open,
-    output_filename,
-    poster_filename,
+    output_download_name,
+    poster_download_name,
     signed_file_headers,
     stored_name,
 )
@@ -296,7 +296,9 @@ class JobDownloadView(APIView):
 
 
 def _output_for_team(request: Request, job_id: UUID, number: int) -> GeneratedOutput:
-    return get_object_or_404(GeneratedOutput, job__team=request_team(request), job_id=job_id, index=number - 1)
+    return get_object_or_404(
+        GeneratedOutput.objects.select_related("job"), job__team=request_team(request), job_id=job_id, index=number - 1
+    )
 
 
 class JobOutputView(APIView):
@@ -312,7 +314,7 @@ class JobOutputView(APIView):
         return _stream_from_storage(
             request,
             stored_name(output.file),
-            filename=output_filename(output.index, output.mime),
+            filename=output_download_name(prompt=output.job.prompt, index=output.index, mime=output.mime),
             content_type=output.mime,
             as_attachment=False,
         )
@@ -333,7 +335,7 @@ class JobOutputPosterView(APIView):
         return _stream_from_storage(
             request,
             stored_name(output.poster),
-            filename=poster_filename(output.index),
+            filename=poster_download_name(prompt=output.job.prompt, index=output.index),
             content_type="image/png",
             as_attachment=False,
         )

@@ -62,11 +62,6 @@ def output_label(index: int, mime: str) -> str:
     return f"{_output_stem(mime).capitalize()} {index + 1}"
 
 
-def poster_filename(index: int) -> str:
-    """The name of the poster frame of clip `index` (0-based): clip-1-poster.png."""
-    return f"clip-{index + 1}-poster.png"
-
-
 def signed_file_headers(*, filename: str, as_attachment: bool) -> dict[str, str]:
     """The response headers an S3 signed URL is signed with (S3 takes them as parameters): kept by
     no cache, and offered under the name we give the file rather than its storage name."""
@@ -140,10 +135,16 @@ def archive_filename(prompt: str) -> str:
     return f"{prompt_slug(prompt)}.zip"
 
 
-def archive_entry_name(*, prompt: str, index: int, mime: str) -> str:
-    """The name output `index` (0-based) has in the job's zip: the prompt's slug and the number
-    people see, `golden-roses-at-dusk-1.png`, or `...-1.mp4` for a clip."""
+def output_download_name(*, prompt: str, index: int, mime: str) -> str:
+    """The name output `index` (0-based) has wherever a person saves it (the job's zip, a single
+    download, the lightbox): the prompt's slug and the number people see,
+    `golden-roses-at-dusk-1.png`, or `...-1.mp4` for a clip."""
     return f"{prompt_slug(prompt)}-{index + 1}.{EXTENSIONS.get(mime, 'bin')}"
+
+
+def poster_download_name(*, prompt: str, index: int) -> str:
+    """The name of the poster frame of clip `index` (0-based): `a-lighthouse-at-dusk-1-poster.png`."""
+    return f"{prompt_slug(prompt)}-{index + 1}-poster.png"
 
 
 def _zip_date_time(moment: datetime | None) -> tuple[int, int, int, int, int, int]:
@@ -174,7 +175,7 @@ def archive_write(*, job: GenerationJob, outputs: Iterable[GeneratedOutput], fil
     with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED) as archive:
         for output in outputs:
             entry = zipfile.ZipInfo(
-                archive_entry_name(prompt=job.prompt, index=output.index, mime=output.mime),
+                output_download_name(prompt=job.prompt, index=output.index, mime=output.mime),
                 date_time=_zip_date_time(created.get(output.index)),
             )
             entry.compress_type = zipfile.ZIP_STORED  # images are already compressed; storing is cheap
