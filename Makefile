@@ -48,7 +48,7 @@ run: install
 	@echo ""
 	@# Metrics of the previous run's processes (prometheus_client's multiprocess files) go before any starts.
 	@find "$${PROMETHEUS_MULTIPROC_DIR:-$${ATELIER_VAR_DIR:-var}/prometheus}" -maxdepth 1 -name '*.db' -delete 2>/dev/null || true
-	PATH="$(CURDIR)/$(BIN):$$PATH" WEB_HOST=$(HOST) $(BIN)/honcho start --port $(PORT) web worker quarantine rescuer beat
+	PATH="$(CURDIR)/$(BIN):$$PATH" WEB_HOST=$(HOST) $(BIN)/honcho start --port $(PORT) web worker quarantine rescuer webhooks beat
 
 test: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} TEST_REDIS_URL=$${TEST_REDIS_URL:-$(TEST_REDIS_URL)} \

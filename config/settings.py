@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "accounts",
     "credits",
     "generation",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -337,6 +338,10 @@ CELERY_TASK_ROUTES = {
     # Suspects run in the quarantine worker, one job at a time (Procfile: quarantine -Q suspects).
     "generation.tasks.run_suspect_job": {"queue": "suspects"},
     "generation.tasks.rescue_stale_jobs": {"queue": "rescue"},
+    # Webhook senders have a process of their own (Procfile: webhooks -Q webhooks): a slow
+    # receiver never holds a job's slot, and a backlog of jobs never delays a delivery.
+    "webhooks.tasks.deliver_webhook": {"queue": "webhooks"},
+    "webhooks.tasks.dispatch_due_webhooks": {"queue": "webhooks"},
 }
 CELERY_BEAT_SCHEDULE = {
     "rescue-stale-jobs": {
@@ -345,6 +350,44 @@ CELERY_BEAT_SCHEDULE = {
         # A pass that could not run within its interval is superseded by the next one.
         "options": {"expires": RESCUE_INTERVAL_SECONDS, "queue": "rescue"},
     },
+}
+
+# --- Webhooks and event streams -----------------------------------------------------------------
+# Absolute links in webhook payloads (outputs, the job itself): where people reach this Atelier.
+PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Deliveries to private, loopback, link-local and other non-public addresses are refused unless
+# this is true (tests and development on one machine); checked on the address actually connected to.
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
+# One attempt's bound: connecting and reading the receiver's answer, each.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.5, maximum=60)
+# Waits before the second, third... attempt after a timeout, connection error, 5xx or 429 (a
+# Retry-After longer than the wait is honoured): about a day in all, as the Standard Webhooks
+# guidance suggests. Other 4xx answers are not retried.
+try:
+    WEBHOOK_RETRY_SCHEDULE = [
+        float(value)
+        for value in env_list("WEBHOOK_RETRY_SCHEDULE", ["5", "300", "1800", "7200", "18000", "36000", "36000"])
+    ]
+except ValueError:
+    raise ImproperlyConfigured(
+        "Environment variable WEBHOOK_RETRY_SCHEDULE must be numbers of seconds, comma-separated."
+    ) from None
+# An endpoint is disabled automatically when every attempt has failed for this long and at
+# least this many attempts in a row; the team is told on its pages.
+WEBHOOK_DISABLE_AFTER_SECONDS = env_float("WEBHOOK_DISABLE_AFTER_SECONDS", 24 * 3600.0, minimum=0)
+WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 15, minimum=1)
+# The sweeper publishes due deliveries (first tries whose wake-up was lost, retries after their
+# backoff) every interval; a delivery whose task was published is published again only after
+# WEBHOOK_REDISPATCH_AFTER_SECONDS.
+WEBHOOK_SWEEP_INTERVAL_SECONDS = env_float("WEBHOOK_SWEEP_INTERVAL_SECONDS", 5.0, minimum=0.2)
+WEBHOOK_REDISPATCH_AFTER_SECONDS = env_float("WEBHOOK_REDISPATCH_AFTER_SECONDS", 30.0, minimum=0.5)
+# How often an open event stream reads the events table: its only source on the embedded default
+# (no Redis), a safety net beside Redis pub/sub.
+EVENTS_POLL_SECONDS = env_float("EVENTS_POLL_SECONDS", 2.0, minimum=0.1)
+CELERY_BEAT_SCHEDULE["dispatch-due-webhooks"] = {
+    "task": "webhooks.tasks.dispatch_due_webhooks",
+    "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,
+    "options": {"expires": WEBHOOK_SWEEP_INTERVAL_SECONDS, "queue": "webhooks"},
 }
 
 # --- Generation -------------------------------------------------------------------------------

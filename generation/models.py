@@ -188,6 +188,13 @@ class GenerationJob(models.Model):
     remix_mode = models.CharField(max_length=10, choices=RemixMode.choices, blank=True)
 
     archive = models.FileField(max_length=300, blank=True)
+    # The latest partial image of the output being made, where the provider streams them (OpenAI's
+    # `partial_images`, the local provider halfway through): short-lived, never billed, never in
+    # the collection. Replaced by each newer preview, deleted when its output is recorded or the
+    # job ends; retention removes any a dead run left behind.
+    preview_file = models.CharField(max_length=300, blank=True)
+    preview_index = models.PositiveSmallIntegerField(null=True, blank=True)
+    preview_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -350,6 +357,78 @@ class Look(models.Model):
 
     def __str__(self) -> str:
         return f"look {self.id}"
+
+
+class JobEvent(models.Model):
+    """The outbox: one row per change of a job that someone may watch, written in the same
+    transaction as the change (the claim that starts it, the record of an output, the finish).
+    Webhook deliveries are fanned out from it in that transaction too, and the job's event
+    stream (server-sent events) reads it, so nothing is announced that did not happen and
+    nothing that happened goes unannounced. The id orders a job's events (`Last-Event-ID`)."""
+
+    class Type(models.TextChoices):
+        STARTED = "job.started", "Started"
+        OUTPUT = "job.output", "Output delivered"
+        SUCCEEDED = "job.succeeded", "Succeeded"
+        FAILED = "job.failed", "Failed"
+        CANCELED = "job.canceled", "Canceled"
+
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="events")
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="job_events")
+    type = models.CharField(max_length=20, choices=Type.choices)
+    # The output a `job.output` announces (0-based, like GeneratedOutput.index).
+    output_index = models.PositiveSmallIntegerField(null=True, blank=True)
+    # What was true at the change: {"status", "progress": {"completed", "total"}, "error"}.
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # Each fact is announced once: a job starts, ends and delivers each image once.
+            models.UniqueConstraint(
+                fields=["job", "type"], condition=Q(output_index__isnull=True), name="generation_event_once_per_job"
+            ),
+            models.UniqueConstraint(
+                fields=["job", "output_index"],
+                condition=Q(output_index__isnull=False),
+                name="generation_event_once_per_output",
+            ),
+            models.CheckConstraint(
+                condition=Q(type="job.output", output_index__isnull=False)
+                | (~Q(type="job.output") & Q(output_index__isnull=True)),
+                name="generation_event_output_has_index",
+            ),
+        ]
+        indexes = [
+            # A job's stream and its resume: the job's events after a given id.
+            models.Index(fields=["job", "id"], name="generation_event_job_id"),
+            # Retention: events older than their keeping time.
+            models.Index(fields=["created_at"], name="generation_event_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} of {self.job_id} (#{self.id})"
+
+
+class RetentionSweep(models.Model):
+    """One pass of the retention sweep (generation/services/retention.py): what it removed, for
+    the operators' admin."""
+
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Files and rows removed, by kind: {"zips": 2, "orphans": 1, "uploads": 0, "previews": 0, ...}.
+    removed = models.JSONField(default=dict, blank=True)
+    bytes_removed = models.PositiveBigIntegerField(default=0)
+    # The names of the first files removed, so an operator can see what went.
+    examples = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"retention sweep of {self.started_at:%Y-%m-%d %H:%M}"
 
 
 class TeamTurn(models.Model):

@@ -35,6 +35,13 @@ _TEST_DEFAULTS = {
     "TEAM_MAX_RUNNING_JOBS": "1000",
     # Every sign-up in the suite comes from one address; the rate-limit test sets its own limit.
     "RATE_LIMIT_SIGNUP": "10000/hour",
+    # Webhook receivers of the tests listen on 127.0.0.1; retries and sweeps in seconds, not hours.
+    "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",
+    "WEBHOOK_RETRY_SCHEDULE": "0.5,1,1,2,2",
+    "WEBHOOK_SWEEP_INTERVAL_SECONDS": "1",
+    "WEBHOOK_REDISPATCH_AFTER_SECONDS": "3",
+    "WEBHOOK_TIMEOUT_SECONDS": "3",
+    "EVENTS_POLL_SECONDS": "0.5",
 }
 for _name, _value in _TEST_DEFAULTS.items():
     os.environ.setdefault(_name, _value)

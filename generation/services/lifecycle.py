@@ -13,6 +13,7 @@ from accounts.models import User
 from credits.services import credits_release
 from generation.errors import InvalidJobStatus
 from generation.models import ACTIVE_STATUSES, LEASE_RELEASED, GenerationJob, Look
+from generation.services.events import job_event_record_finish
 from generation.services.files import storage_delete_quietly
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ def job_finish(
     The fence is what the caller must still own: the worker's lease, the rescuer's view of an
     expired lease, or "still queued" for a cancel. Returns False (and changes nothing) otherwise.
     All terminal paths go through here so that they collect and settle alike: the credits held
-    for images not delivered are released in the same transaction.
+    for images not delivered are released, and the job's terminal event (the outbox) written,
+    in the same transaction.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -59,6 +61,7 @@ def job_finish(
         job = GenerationJob.objects.get(id=job_id)
         outputs_collect(job=job)
         credits_release(team_id=job.team_id, job_id=job.id)
+        job_event_record_finish(job=job)
         if pending_file and pending_file != archive_name:
             # A file a run wrote (or began to write) but never recorded: nothing will refer to it.
             transaction.on_commit(lambda: storage_delete_quietly(pending_file))

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from credits.services import credits_capture
 from generation.metrics import count_provider_error, observe_image_made, observe_rate_limit_wait
-from generation.models import GeneratedOutput, GenerationJob
+from generation.models import GeneratedOutput, GenerationJob, JobEvent
 from generation.providers import errors as provider_errors
 from generation.providers.base import (
     OperationLost,
@@ -39,6 +39,7 @@ from generation.providers.base import (
 )
 from generation.providers.registry import get_provider
 from generation.services.bounded import StepInterrupted, StepTimeout, call_bounded
+from generation.services.events import event_data, job_event_record
 from generation.services.faults import DATABASE_OUTAGE_ERRORS, Backoff, InfrastructureFault, storage_part
 from generation.services.files import (
     archive_name_for,
@@ -295,8 +296,8 @@ def _write_ahead(held: HeldJob, name: str) -> bool:
 
 
 def _record_output(job: GenerationJob, index: int, result: ProviderOutput, held: HeldJob) -> bool:
-    """Store the file, then record it, the progress and its price in one transaction fenced by
-    the lease. Returns False (and deletes the file) if the lease was lost."""
+    """Store the file, then record it, the progress, its price and its `job.output` event in one
+    transaction fenced by the lease. Returns False (and deletes the file) if the lease was lost."""
     name = output_name_for(job=job, index=index, mime=result.mime)
     poster, poster_content = "", b""
     if result.mime.startswith("video/"):
@@ -345,6 +346,14 @@ def _record_output(job: GenerationJob, index: int, result: ProviderOutput, held:
                 provider_report=result.report,
             )
             credits_capture(team_id=job.team_id, job_id=job.id, output_index=index, amount=job.credits_per_output)
+            completed = GenerationJob.objects.values_list("completed_outputs", flat=True).get(id=job.id)
+            job_event_record(
+                job_id=job.id,
+                team_id=job.team_id,
+                type=JobEvent.Type.OUTPUT,
+                output_index=index,
+                data=event_data(status=GenerationJob.Status.RUNNING, completed=completed, total=job.total_outputs),
+            )
     if progressed != 1:
         storage_delete_quietly(name)  # the names are this run's own: nobody else refers to them
         storage_delete_quietly(poster)

@@ -34,7 +34,8 @@ from django.utils.dateparse import parse_datetime
 
 from accounts.models import Team
 from generation.metrics import observe_job_started
-from generation.models import GenerationJob, TeamTurn
+from generation.models import GenerationJob, JobEvent, TeamTurn
+from generation.services.events import event_data, job_event_record
 from generation.services.limiter import concurrency_saturated, rate_blocked, rate_blocked_keys
 
 # pg_advisory_xact_lock's key for "a job is being claimed" (any number unique in the project).
@@ -109,6 +110,8 @@ def job_claim_next(
        team's oldest job first) and returns it; one more records the team's turn. Holding the
        lock for two statements, not a dozen, keeps claims from queueing behind each other when
        a hundred threads of one process share its interpreter.
+    4. A job's first start writes its `job.started` event (and webhook deliveries) in the same
+       transaction: the outbox (generation/services/events.py).
     """
     blocked = rate_blocked_keys()
     with transaction.atomic():
@@ -136,8 +139,16 @@ def job_claim_next(
             row = cursor.fetchone()
             if row is None:
                 return None
-            claimed_id, team_id, suspect_crashes, provider, created_at, first_start = row
+            claimed_id, team_id, suspect_crashes, provider, created_at, first_start, completed, total = row
             cursor.execute(_TURN_SQL.format(turn=TeamTurn._meta.db_table), [team_id, db_now])
+        if first_start:
+            # The outbox: `job.started` commits with the claim (a rerun after a rescue is no new start).
+            job_event_record(
+                job_id=UUID(str(claimed_id)),
+                team_id=team_id,
+                type=JobEvent.Type.STARTED,
+                data=event_data(status=GenerationJob.Status.RUNNING, completed=completed, total=total),
+            )
     if first_start:  # a rerun after a pause or a rescue is not a new wait
         waited = (now - _as_datetime(created_at)).total_seconds()
         observe_job_started(waited, provider=provider)
@@ -191,7 +202,8 @@ UPDATE {job} SET
     attempts = attempts + 1, started_at = COALESCE(started_at, %s), claim_completed = completed_outputs,
     ran_alone = %s, run_after = NULL
 WHERE id = (SELECT id FROM picked) AND status = 'queued'
-RETURNING id, team_id, suspect_crashes, provider, created_at, CASE WHEN started_at = %s THEN 1 ELSE 0 END
+RETURNING id, team_id, suspect_crashes, provider, created_at, CASE WHEN started_at = %s THEN 1 ELSE 0 END,
+    completed_outputs, total_outputs
 """
 
 _TURN_SQL = """
