@@ -117,9 +117,7 @@ def test_each_event_gets_one_delivery_per_endpoint_of_the_team_that_wants_it(ali
     assert job_run(job_id=job.id) is RunOutcome.SUCCEEDED
 
     delivered_to = {
-        endpoint.url: sorted(
-            WebhookDelivery.objects.filter(endpoint=endpoint).values_list("event__type", flat=True)
-        )
+        endpoint.url: sorted(WebhookDelivery.objects.filter(endpoint=endpoint).values_list("event__type", flat=True))
         for endpoint in (everything, ends_only, outsider)
     }
     assert delivered_to == {
