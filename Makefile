@@ -11,7 +11,7 @@ DEMO_PASSWORD ?= atelier-demo-1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/atelier
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test chaos lint typecheck bench bench-video clean
+.PHONY: install run test chaos lint typecheck bench bench-video bench-sse clean
 
 # The project runs from this folder and is not installed itself: only its dependencies (and the
 # dev extra) from pyproject.toml, pinned by constraints.txt.
@@ -48,7 +48,10 @@ run: install
 	@echo ""
 	@# Metrics of the previous run's processes (prometheus_client's multiprocess files) go before any starts.
 	@find "$${PROMETHEUS_MULTIPROC_DIR:-$${ATELIER_VAR_DIR:-var}/prometheus}" -maxdepth 1 -name '*.db' -delete 2>/dev/null || true
-	PATH="$(CURDIR)/$(BIN):$$PATH" WEB_HOST=$(HOST) $(BIN)/honcho start --port $(PORT) web worker quarantine rescuer webhooks beat
+	@# Webhooks may reach this machine's own receivers while make run listens on it alone.
+	PATH="$(CURDIR)/$(BIN):$$PATH" WEB_HOST=$(HOST) \
+		$(if $(filter 127.0.0.1 localhost,$(HOST)),WEBHOOK_ALLOW_PRIVATE_ADDRESSES=$${WEBHOOK_ALLOW_PRIVATE_ADDRESSES:-true}) \
+		$(BIN)/honcho start --port $(PORT) web worker quarantine rescuer webhooks beat
 
 test: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} TEST_REDIS_URL=$${TEST_REDIS_URL:-$(TEST_REDIS_URL)} \
@@ -64,7 +67,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy accounts credits generation config
+	$(BIN)/mypy accounts credits generation config webhooks
 
 # The benchmarks of issue 10 against the real stack (about 4 minutes; BENCH_QUICK=1 for a short
 # smoke run); each figure is printed with the settings behind it (lines starting with `[bench]`).
@@ -75,6 +78,11 @@ bench: install
 # Encode time and peak memory of the local provider's clips.
 bench-video: install
 	$(BIN)/python bench/local_video.py
+
+# The web process under 300 open event streams while jobs run (memory, threads, delivery), and
+# ordinary requests on it against gthread gunicorn's (bench/sse_streams.py; about 3 minutes).
+bench-sse: install
+	BENCH_REDIS_URL=$${BENCH_REDIS_URL:-redis://127.0.0.1:6379/14} $(BIN)/python -m bench.sse_streams
 
 clean:
 	rm -rf $(VENV) var

@@ -1,5 +1,5 @@
 """What one team may hold at once: active jobs, uploads, studio tabs, the size of a draft, live
-API keys.
+API keys, webhook endpoints.
 
 Each quota has a default in settings (`QUOTA_*`, API_KEYS_PER_TEAM) and most a per-team override
 on `Team` (`quota_*`, set in the admin; empty means the default). Services check a quota before they
@@ -26,6 +26,7 @@ class Quota(StrEnum):
     STUDIO_TABS = "studio_tabs"  # open studio tabs of one person in the team
     DRAFT_KB = "draft_kb"  # one studio tab's saved draft, in KB
     API_KEYS = "api_keys"  # live API keys of the team
+    WEBHOOK_ENDPOINTS = "webhook_endpoints"  # the team's webhook endpoints, enabled or not
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ _SPECS: dict[Quota, _QuotaSpec] = {
     Quota.DRAFT_KB: _QuotaSpec("QUOTA_DRAFT_KB", "quota_draft_kb", "{limit} KB per studio draft"),
     # No override: a team needing more keys than the default is rare enough for the setting.
     Quota.API_KEYS: _QuotaSpec("API_KEYS_PER_TEAM", None, "{limit} live API keys"),
+    # No override either (a Team field would need a migration of accounts for a rare need).
+    Quota.WEBHOOK_ENDPOINTS: _QuotaSpec("QUOTA_WEBHOOK_ENDPOINTS", None, "{limit} webhook endpoints"),
 }
 
 

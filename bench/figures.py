@@ -301,12 +301,14 @@ def _wrk(bench: Bench, url: str, headers: dict[str, str], seconds: int) -> WrkRu
 
 
 def _web_shape() -> str:
+    from django.conf import settings
+
     from bench.stack import procfile_line
 
     line = procfile_line("web")
     workers = re.search(r"--workers \$\{WEB_CONCURRENCY:-(\d+)\}", line)
-    threads = re.search(r"--threads (\d+)", line)
-    return f"{workers[1] if workers else '?'} processes x {threads[1] if threads else '?'} threads"
+    # uvicorn workers, each running Django on WEB_THREADS threads (config/asgi.py)
+    return f"{workers[1] if workers else '?'} processes x {settings.WEB_THREADS} threads"
 
 
 def _poll_queries(team: BenchTeam, job_id: str) -> tuple[int, str]:

@@ -27,6 +27,7 @@ from config.env import (
     env_rate,
     env_str,
 )
+from config.storage import bucket_storage
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ATELIER_VAR_DIR", str(BASE_DIR / "var")))
@@ -85,6 +86,11 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
+# The web process (Procfile): an ASGI server whose event loop holds the event streams, and
+# WEB_THREADS threads per process for every other request (pages, API, admin), which Django
+# answers synchronously as under a threaded WSGI server (config/asgi.py).
+ASGI_APPLICATION = "config.asgi.application"
+WEB_THREADS = env_int("WEB_THREADS", 4, minimum=1)
 
 TEMPLATES = [
     {
@@ -97,6 +103,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "generation.pages.context.page_context",
+                "webhooks.context.webhook_notice",
             ],
         },
     },
@@ -202,20 +209,15 @@ AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME", "")
 _s3_endpoint_url = env_str("AWS_S3_ENDPOINT_URL", "")
 _s3_region_name = env_str("AWS_S3_REGION_NAME", "")
 if AWS_STORAGE_BUCKET_NAME:
-    # S3 or an S3-compatible store (R2, MinIO) via django-storages; files are private and
-    # served through short-lived signed URLs.
-    _default_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": AWS_STORAGE_BUCKET_NAME,
-            "endpoint_url": _s3_endpoint_url or None,
-            "region_name": _s3_region_name or None,
-            "default_acl": None,
-            "querystring_auth": True,
-            "querystring_expire": env_int("AWS_QUERYSTRING_EXPIRE", 3600, minimum=60),
-            "file_overwrite": False,
-        },
-    }
+    # S3 or an S3-compatible store (R2, MinIO) via django-storages (config/storage.py); files
+    # are private and served through short-lived signed URLs. A minute at least: a <video> keeps
+    # reading (seeking) from the signed URL it was redirected to for as long as the clip plays.
+    _default_storage = bucket_storage(
+        bucket=AWS_STORAGE_BUCKET_NAME,
+        endpoint_url=_s3_endpoint_url,
+        region=_s3_region_name,
+        querystring_expire=env_int("AWS_QUERYSTRING_EXPIRE", 3600, minimum=60),
+    )
 else:
     _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 STORAGES = {
@@ -289,6 +291,7 @@ SPECTACULAR_SETTINGS = {
         "JobKindEnum": "generation.models.GenerationJob.Kind",
         "LedgerEntryKindEnum": "credits.models.LedgerEntry.Kind",
         "ApiKeyStateEnum": "accounts.models.ApiKey.State",
+        "JobEventTypeEnum": "generation.models.JobEvent.Type",
     },
 }
 
@@ -354,7 +357,12 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Webhooks and event streams -----------------------------------------------------------------
 # Absolute links in webhook payloads (outputs, the job itself): where people reach this Atelier.
-PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# In production it defaults to the first of ALLOWED_HOSTS over HTTPS (a wildcard cannot be linked to).
+_default_public_host = next((host.lstrip(".") for host in ALLOWED_HOSTS if host != "*"), "")
+PUBLIC_BASE_URL = env_str(
+    "PUBLIC_BASE_URL",
+    "http://127.0.0.1:8000" if DEBUG or not _default_public_host else f"https://{_default_public_host}",
+).rstrip("/")
 # Deliveries to private, loopback, link-local and other non-public addresses are refused unless
 # this is true (tests and development on one machine); checked on the address actually connected to.
 WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
@@ -384,10 +392,46 @@ WEBHOOK_REDISPATCH_AFTER_SECONDS = env_float("WEBHOOK_REDISPATCH_AFTER_SECONDS",
 # How often an open event stream reads the events table: its only source on the embedded default
 # (no Redis), a safety net beside Redis pub/sub.
 EVENTS_POLL_SECONDS = env_float("EVENTS_POLL_SECONDS", 2.0, minimum=0.1)
+# With Redis pub/sub waking the streams, the table is still read this often: a wake-up lost
+# while Redis was away costs a stream at most this long.
+EVENTS_SAFETY_POLL_SECONDS = env_float("EVENTS_SAFETY_POLL_SECONDS", 15.0, minimum=0.1)
+# A comment line on a stream after this long without a message, so that proxies keep it open.
+EVENTS_HEARTBEAT_SECONDS = env_float("EVENTS_HEARTBEAT_SECONDS", 15.0, minimum=0.1)
+# A stream ends after about this long (the client reconnects with Last-Event-ID, missing
+# nothing), so no connection lives for ever on one process.
+EVENTS_STREAM_MAX_SECONDS = env_float("EVENTS_STREAM_MAX_SECONDS", 1800.0, minimum=1)
 CELERY_BEAT_SCHEDULE["dispatch-due-webhooks"] = {
     "task": "webhooks.tasks.dispatch_due_webhooks",
     "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,
     "options": {"expires": WEBHOOK_SWEEP_INTERVAL_SECONDS, "queue": "webhooks"},
+}
+
+# --- Retention ----------------------------------------------------------------------------------
+# A sweep (generation/services/retention.py) removes what nothing needs any more; it runs on the
+# `maintenance` queue (Procfile: webhooks -Q webhooks,maintenance) every interval, and stops
+# starting new work once it has run for one interval, so two sweeps never pile up.
+RETENTION_INTERVAL_SECONDS = env_float("RETENTION_INTERVAL_SECONDS", 3600.0, minimum=1.0)
+# A finished job's stored zip goes this long after the job finished; the download builds the zip
+# again from the images whenever it is asked for (0: at the next sweep).
+RETENTION_ZIP_DAYS = env_float("RETENTION_ZIP_DAYS", 7.0, minimum=0.0)
+# A stored file that no output, poster, zip, pending file or upload names (a run that died between
+# writing and recording it) goes once it is this old. It must outlast the gap between a file's
+# write and its record (seconds), hence at least an hour.
+RETENTION_ORPHAN_GRACE_HOURS = env_float("RETENTION_ORPHAN_GRACE_HOURS", 24.0, minimum=1.0)
+# An upload that no job uses and no studio tab's draft holds goes, row and file, this long after
+# it was uploaded.
+RETENTION_UPLOAD_DAYS = env_float("RETENTION_UPLOAD_DAYS", 30.0, minimum=1.0)
+# A live preview (a file under previews/) that no running job shows goes once it is this old.
+RETENTION_PREVIEW_GRACE_HOURS = env_float("RETENTION_PREVIEW_GRACE_HOURS", 1.0, minimum=0.1)
+# Job events (the outbox) and finished webhook deliveries, with their attempts, go this long after
+# they were written; a delivery still pending is kept, and so is its event.
+RETENTION_EVENT_DAYS = env_float("RETENTION_EVENT_DAYS", 30.0, minimum=1.0)
+CELERY_TASK_ROUTES["generation.tasks.sweep_retention"] = {"queue": "maintenance"}
+CELERY_BEAT_SCHEDULE["sweep-retention"] = {
+    "task": "generation.tasks.sweep_retention",
+    "schedule": RETENTION_INTERVAL_SECONDS,
+    # A sweep that could not start within its interval is superseded by the next one.
+    "options": {"expires": RETENTION_INTERVAL_SECONDS, "queue": "maintenance"},
 }
 
 # --- Generation -------------------------------------------------------------------------------
@@ -470,11 +514,18 @@ LOCAL_PROVIDER_CRASH_WORD = env_str("LOCAL_PROVIDER_CRASH_WORD", "")
 # LOCAL_PROVIDER_HANG_SECONDS, ignoring its timeout (a wedged connection). Empty is off.
 LOCAL_PROVIDER_HANG_WORD = env_str("LOCAL_PROVIDER_HANG_WORD", "")
 LOCAL_PROVIDER_HANG_SECONDS = env_float("LOCAL_PROVIDER_HANG_SECONDS", 60.0, minimum=0.0)
+# Live previews of the local provider: a small blurred version of each image halfway through its
+# latency, shown in the studio until the image arrives (generation/services/previews.py).
+LOCAL_PROVIDER_PREVIEWS = env_bool("LOCAL_PROVIDER_PREVIEWS", True)
 # Providers (generation/providers/catalog.py lists their models). Each is offered only when its
 # credentials are set. The SDKs read their own base-URL variables (OPENAI_BASE_URL,
 # GOOGLE_GEMINI_BASE_URL, GOOGLE_VERTEX_BASE_URL) from the environment.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 OPENAI_DEFAULT_MODEL = env_str("OPENAI_DEFAULT_MODEL", "gpt-image-2")
+# Live previews from OpenAI: how many partial images (0-3) each image is streamed with; 0 asks for
+# the plain JSON answer and shows none. OpenAI bills each partial image as 100 more image output
+# tokens (Atelier's price per image stays the same; the output's provider report shows the usage).
+OPENAI_PARTIAL_IMAGES = int(env_choice("OPENAI_PARTIAL_IMAGES", "2", {"0", "1", "2", "3"}))
 GEMINI_API_KEY = env_str("GEMINI_API_KEY", "")
 GEMINI_DEFAULT_MODEL = env_str("GEMINI_DEFAULT_MODEL", "gemini-2.5-flash-image")
 # Vertex AI (Imagen and Veo): an express-mode API key, or a project and location with
@@ -557,6 +608,9 @@ QUOTA_DRAFT_KB = env_int("QUOTA_DRAFT_KB", 64, minimum=1)
 # Live API keys one team may hold (accounts/services.py: api_key_create). Each is a standing
 # credential that spends the team's credits; a bound keeps a runaway script from minting thousands.
 API_KEYS_PER_TEAM = env_int("API_KEYS_PER_TEAM", 50, minimum=1)
+# Webhook endpoints one team may have (webhooks/endpoints.py: endpoint_create). Every job event
+# is fanned out to each of them in the event's transaction: a bound keeps that write small.
+QUOTA_WEBHOOK_ENDPOINTS = env_int("QUOTA_WEBHOOK_ENDPOINTS", 10, minimum=1)
 
 # --- Rate limits (API throttles) ----------------------------------------------------------------
 # Requests per API key (or per browser session) as DRF rates ("30/min"; s, min, hour, day).

@@ -15,6 +15,7 @@ urlpatterns = [
     # The Prometheus scrape, for operators (METRICS_TOKEN / METRICS_ALLOWED_IPS; off without them).
     path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include("generation.api.urls")),
+    path("api/v1/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path("api/docs/", api_docs_view, name="api-docs"),
     # Any other API address is a 404 in the API's shape, with DEBUG too (Django's page is HTML).
@@ -23,6 +24,7 @@ urlpatterns = [
     path("credits/", credits_page, name="credits-page"),
     path("account/keys/", account_pages.keys_page, name="api-keys"),
     path("account/keys/<int:key_id>/revoke/", account_pages.key_revoke, name="api-key-revoke"),
+    path("settings/webhooks/", include("webhooks.page_urls")),
     path("", include("generation.pages.urls")),
 ]
 

@@ -15,7 +15,7 @@ from django.core.files.storage import default_storage
 from django.db.models import Q, QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.defaultfilters import truncatechars
+from django.template.defaultfilters import filesizeformat, truncatechars
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -31,6 +31,7 @@ from generation.models import (
     GenerationJob,
     InputAsset,
     Look,
+    RetentionSweep,
     StudioTab,
     WorkerHeartbeat,
 )
@@ -43,6 +44,7 @@ from generation.services.files import (
     stored_name,
 )
 from generation.services.lifecycle import job_cancel
+from generation.services.retention import KIND_WORDS, KINDS, retention_summary
 from generation.services.retry import job_retry
 
 PROMPT_SHOWN = 60  # characters of a prompt in the job list and the job page's title
@@ -323,3 +325,72 @@ class InputAssetAdmin(admin.ModelAdmin):
 @admin.register(StudioTab)
 class StudioTabAdmin(admin.ModelAdmin):
     list_display = ["title", "user", "team", "position", "updated_at"]
+
+
+def _removed_column(kind: str) -> Any:
+    """A column of the sweeps' list: how many of `kind` a sweep removed."""
+
+    @admin.display(description=KIND_WORDS[kind][1])
+    def column(sweep: RetentionSweep) -> int:
+        return int(sweep.removed.get(kind, 0))
+
+    return column
+
+
+@admin.register(RetentionSweep)
+class RetentionSweepAdmin(admin.ModelAdmin):
+    """What each retention sweep removed (generation/services/retention.py), newest first, with
+    the last one in the page's title. Read-only: sweeps are beat's (or `manage.py retention_sweep`)."""
+
+    list_display = [
+        "started_at",
+        "finished_at",
+        *(_removed_column(kind) for kind in KINDS if kind != "delivery_attempts"),
+        "size",
+        "outcome",
+    ]
+    ordering = ["-started_at"]
+    fields: ClassVar[tuple[str, ...]] = (
+        "started_at", "finished_at", "summary", "removed", "bytes_removed", "removed_files", "error",
+    )  # fmt: skip
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        last = RetentionSweep.objects.filter(finished_at__isnull=False).order_by("-started_at").first()
+        if last is None:
+            title = "Retention sweeps: none has run yet"
+        else:
+            when = timezone.localtime(last.started_at).strftime("%Y-%m-%d %H:%M")
+            title = f"Retention sweeps: the last, at {when}, removed {retention_summary(last)}"
+            if last.error:
+                title += f" ({truncatechars(last.error, 80)})"
+        return super().changelist_view(request, {"title": title, **(extra_context or {})})
+
+    @admin.display(description="size")
+    def size(self, sweep: RetentionSweep) -> str:
+        return filesizeformat(sweep.bytes_removed)
+
+    @admin.display(description="outcome")
+    def outcome(self, sweep: RetentionSweep) -> str:
+        if sweep.finished_at is None:
+            return "running"
+        return truncatechars(sweep.error, 80) if sweep.error else "complete"
+
+    @admin.display(description="removed")
+    def summary(self, sweep: RetentionSweep) -> str:
+        return retention_summary(sweep)
+
+    @admin.display(description="files removed (the first ones)")
+    def removed_files(self, sweep: RetentionSweep) -> SafeString | str:
+        if not sweep.examples:
+            return "None."
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((name,) for name in sweep.examples)))

@@ -8,6 +8,7 @@ slots for the job id and the number) and then filled in.
 from __future__ import annotations
 
 from functools import cache
+from urllib.parse import urlencode
 from uuid import UUID
 
 from django.urls import get_script_prefix, reverse
@@ -28,5 +29,11 @@ def _route_template(route: str, script_prefix: str) -> str:
 
 def job_route(route: str, job_id: UUID, number: int | None = None) -> str:
     """reverse(f"api:{route}", kwargs={"job_id": job_id, "number": number}) for the job routes
-    (job-detail, job-cancel, job-retry, job-download, job-output, job-output-poster)."""
+    (job-detail, job-cancel, job-retry, job-download, job-output, job-output-poster, job-preview)."""
     return _route_template(route, get_script_prefix()).format(job_id=job_id, number=number)
+
+
+def job_preview_path(job_id: UUID, stamp: str) -> str:
+    """The path of a job's live preview, dated by when the preview was made (`?at=`), so that
+    each preview is a new URL and no browser shows an older one from its memory."""
+    return f"{job_route('job-preview', job_id)}?{urlencode({'at': stamp})}"

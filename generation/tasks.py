@@ -38,6 +38,16 @@ def rescue_stale_jobs() -> dict:
     return jobs_rescue().__dict__
 
 
+@shared_task(name="generation.tasks.sweep_retention", ignore_result=True)
+def sweep_retention() -> dict:
+    # On the `maintenance` queue, every RETENTION_INTERVAL_SECONDS (beat). No retry: a sweep that
+    # failed or stopped is simply followed by the next one, which takes up where it left off.
+    from generation.services.retention import retention_sweep
+
+    sweep = retention_sweep()
+    return {"id": sweep.id, "removed": sweep.removed, "bytes_removed": sweep.bytes_removed, "error": sweep.error}
+
+
 @worker_ready.connect
 def beat_for_life(sender: object = None, **_: object) -> None:
     """A process that runs jobs beats from its start, so a live worker always looks alive."""

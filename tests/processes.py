@@ -177,6 +177,22 @@ def start_rescuer(env: dict[str, str], log_dir: Path) -> ManagedProcess:
     return rescuer
 
 
+def start_webhooks(env: dict[str, str], log_dir: Path, concurrency: int = 4, wait: bool = True) -> ManagedProcess:
+    """The webhook senders' process, as in the Procfile: the `webhooks` and `maintenance` queues,
+    a thread pool."""
+    webhooks = ManagedProcess(
+        "webhooks",
+        [str(BIN / "celery"), "-A", "config", "worker", "-Q", "webhooks,maintenance", "--pool", "threads",
+         "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+         "--hostname", f"webhooks-{time.monotonic_ns()}@%h"],
+        {**env, "DATABASE_APPLICATION_NAME": "atelier-webhooks"},
+        log_dir,
+    ).start()  # fmt: skip
+    if wait:
+        webhooks.wait_for_log("ready.")
+    return webhooks
+
+
 def start_beat(env: dict[str, str], log_dir: Path) -> ManagedProcess:
     schedule = log_dir / f"beat-schedule-{time.monotonic_ns()}"
     beat = ManagedProcess(
@@ -190,14 +206,17 @@ def start_beat(env: dict[str, str], log_dir: Path) -> ManagedProcess:
 
 
 def start_web(env: dict[str, str], log_dir: Path) -> tuple[ManagedProcess, str]:
-    env = {**env, "DATABASE_APPLICATION_NAME": "atelier-web"}
+    """The web process as in the Procfile: gunicorn with uvicorn workers (config/asgi.py), each
+    with WEB_THREADS threads for pages and the API and its event loop for the event streams."""
+    env = {"WEB_THREADS": "8", **env, "DATABASE_APPLICATION_NAME": "atelier-web"}
     port = free_port()
     web = ManagedProcess(
         "web",
-        [str(BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "8"],
+        [str(BIN / "gunicorn"), "config.asgi:application", "--worker-class", "config.web_worker.WebWorker",
+         "--bind", f"127.0.0.1:{port}", "--workers", "2"],
         env,
         log_dir,
-    ).start()
+    ).start()  # fmt: skip
     web.wait_for_log("Booting worker")
     base_url = f"http://127.0.0.1:{port}"
     import requests

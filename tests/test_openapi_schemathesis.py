@@ -21,13 +21,15 @@ from django.db.models import F, Q
 from django.utils.crypto import get_random_string
 
 from credits.services import credits_capture
-from generation.models import GeneratedOutput, GenerationJob, Look
+from generation.models import GeneratedOutput, GenerationJob, JobEvent, Look
 from generation.services.lifecycle import job_finish
 from generation.services.submit import JobSpec, job_submit
 from tests.conftest import Person, _person
 from tests.factories import InputAssetFactory, UserFactory, png_bytes
 from tests.helpers import signed_in
 from tests.processes import BIN, ROOT, ManagedProcess, child_environment, start_web
+from webhooks.endpoints import endpoint_create
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,6 +54,15 @@ def _failed_job_with_two_images(person: Person) -> GenerationJob:
     GenerationJob.objects.filter(id=job.id).update(completed_outputs=F("completed_outputs") + 2)
     assert job_finish(job_id=job.id, fence=Q(), status=GenerationJob.Status.FAILED, error_code="FIXTURE")
     return job
+
+
+def _webhook_endpoint_with_a_delivery(person: Person, job: GenerationJob) -> tuple[WebhookEndpoint, WebhookDelivery]:
+    """An endpoint of the team (to nowhere: no sender runs here) with a failed delivery of the
+    job's end, so the log and "send again" answer more than 404."""
+    endpoint, _ = endpoint_create(team=person.team, user=person.user, url="http://127.0.0.1:9/hooks")
+    event = JobEvent.objects.get(job=job, type=JobEvent.Type.FAILED)
+    delivery = WebhookDelivery.objects.create(endpoint=endpoint, event=event, status=WebhookDelivery.Status.FAILED)
+    return endpoint, delivery
 
 
 def _config_with_ids(tmp_path: Path, ids: dict[str, str]) -> Path:
@@ -96,7 +107,14 @@ def test_the_api_does_what_its_openapi_document_says(log_dir, tmp_path, capsys):
     asset = InputAssetFactory(team=fuzzer.team, uploaded_by=fuzzer.user, content=png_bytes())
     look = Look.objects.filter(job=job).first()
     assert look is not None
-    config = _config_with_ids(tmp_path, {"job_id": str(job.id), "asset_id": str(asset.id), "look_id": str(look.id)})
+    endpoint, delivery = _webhook_endpoint_with_a_delivery(fuzzer, job)
+    config = _config_with_ids(
+        tmp_path,
+        {
+            "job_id": str(job.id), "asset_id": str(asset.id), "look_id": str(look.id),
+            "endpoint_id": str(endpoint.id), "delivery_id": str(delivery.id),
+        },
+    )  # fmt: skip
     # Key management takes a browser session only: a person of another team signs in for it (a
     # run that revokes keys cannot revoke the fuzzer's).
     keeper_user = UserFactory(email="keeper@example.com")
@@ -110,6 +128,7 @@ def test_the_api_does_what_its_openapi_document_says(log_dir, tmp_path, capsys):
         QUOTA_UPLOADS="100000",
         QUOTA_UPLOAD_MB="100000",
         API_KEYS_PER_TEAM="100000",
+        QUOTA_WEBHOOK_ENDPOINTS="100000",
     )
     web, base_url = start_web(env, log_dir)
     try:

@@ -19,7 +19,15 @@ from generation.providers.base import OutputRequest, PermanentProviderError, Ref
 from generation.providers.openai_images import OpenAIProvider
 from tests.conftest import wait_for_finish
 from tests.factories import png_bytes
-from tests.fakes.openai_server import EDITS, GENERATIONS, FakeOpenAI, hang, moderation_blocked, rate_limited
+from tests.fakes.openai_server import (
+    EDITS,
+    GENERATIONS,
+    PARTIAL_IMAGE_TOKENS,
+    FakeOpenAI,
+    hang,
+    moderation_blocked,
+    rate_limited,
+)
 
 JOBS = "/api/v1/jobs"
 API_KEY = "test-key"
@@ -287,7 +295,8 @@ def test_an_edit_with_a_mask_submitted_through_the_api_reaches_openai_with_its_i
     assert edit.fields["prompt"] == job.optimized_prompt
     body = alice.client.get(f"{JOBS}/{job_id}").json()
     assert [output["mime"] for output in body["outputs"]] == ["image/png"]
-    assert body["outputs"][0]["provider_report"]["usage"]["total_tokens"] == 1106
+    # A worker asks for the default partial images (live previews); OpenAI bills each as tokens.
+    assert body["outputs"][0]["provider_report"]["usage"]["total_tokens"] == 1106 + 2 * PARTIAL_IMAGE_TOKENS
 
 
 @pytest.mark.django_db(transaction=True)

@@ -36,6 +36,12 @@ def deliveries_dispatch(delivery_ids: list[int]) -> int:
     fails is left to the sweeper (`dispatch_due_webhooks`). Returns how many were published."""
     from webhooks.tasks import deliver_webhook
 
+    if not delivery_ids:
+        return 0
+    # Noted before publishing, not after: a sender may take the message at once and schedule a
+    # retry (which clears dispatched_at for the sweeper); a note written after it would hide
+    # that retry from the sweeper. Those that could not be published are un-noted below.
+    WebhookDelivery.objects.filter(id__in=delivery_ids).update(dispatched_at=timezone.now())
     published = 0
     for delivery_id in delivery_ids:
         try:
@@ -51,6 +57,6 @@ def deliveries_dispatch(delivery_ids: list[int]) -> int:
             logger.warning("could not publish webhook delivery %s (%s); the sweeper will", delivery_id, error)
             break
         published += 1
-    if published:
-        WebhookDelivery.objects.filter(id__in=delivery_ids[:published]).update(dispatched_at=timezone.now())
+    if published < len(delivery_ids):
+        WebhookDelivery.objects.filter(id__in=delivery_ids[published:]).update(dispatched_at=None)
     return published

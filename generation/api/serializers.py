@@ -15,7 +15,7 @@ from config.serializers import StrictSerializer
 from generation.models import GeneratedOutput, GenerationJob, InputAsset, JobReference, Look, StudioTab
 from generation.params import QUALITIES
 from generation.providers.catalog import VIDEO, ModelSpec, ProviderSpec
-from generation.routes import job_route
+from generation.routes import job_preview_path, job_route
 from generation.selectors import (
     JobInputLink,
     QueuePlace,
@@ -25,6 +25,7 @@ from generation.selectors import (
     job_input_links,
     job_outputs_of,
 )
+from generation.services.previews import job_preview
 
 
 class JobListQuerySerializer(StrictSerializer):
@@ -172,6 +173,16 @@ class JobCreditsSerializer(serializers.Serializer):
     released = serializers.IntegerField()
 
 
+class JobPreviewSerializer(serializers.Serializer):
+    """The latest partial image of the image in progress, while the job runs and its provider shows
+    one (OpenAI's partial images; the local provider halfway through): short-lived, never billed,
+    never in the collection; null otherwise."""
+
+    index = serializers.IntegerField(help_text="The number of the image it previews, counted from 1 like outputs.")
+    url = serializers.URLField(help_text="The preview image (`GET /api/v1/jobs/{id}/preview`); new for each preview.")
+    at = serializers.DateTimeField(help_text="When it was made.")
+
+
 class JobErrorSerializer(serializers.Serializer):
     """Why a job failed (null while it has not)."""
 
@@ -189,6 +200,7 @@ class JobSerializer(ModelAnswerSerializer):
     )
     inputs = serializers.SerializerMethodField()
     outputs = serializers.SerializerMethodField()
+    preview = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
     credits = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
@@ -204,7 +216,7 @@ class JobSerializer(ModelAnswerSerializer):
         model = GenerationJob
         fields = [
             "id", "kind", "status", "progress", "queue_position", "waiting_reason", "prompt", "optimized_prompt",
-            "provider", "model", "params", "inputs", "outputs", "credits", "error", "attempts", "retry_of",
+            "provider", "model", "params", "inputs", "outputs", "preview", "credits", "error", "attempts", "retry_of",
             "subject_key", "tab", "created_at", "started_at", "finished_at", "links",
         ]  # fmt: skip
         read_only_fields = fields  # an answer only: every field is always there
@@ -233,6 +245,14 @@ class JobSerializer(ModelAnswerSerializer):
     @extend_schema_field(OutputSerializer(many=True))
     def get_outputs(self, job: GenerationJob) -> list[dict]:
         return OutputSerializer(job_outputs_of(job), many=True, context=self.context).data  # type: ignore[return-value]
+
+    @extend_schema_field(JobPreviewSerializer(allow_null=True))
+    def get_preview(self, job: GenerationJob) -> dict | None:
+        preview = job_preview(job)
+        if preview is None:
+            return None
+        url = _absolute(self.context.get("request"), job_preview_path(job.id, preview.stamp))
+        return {"index": preview.number, "url": url, "at": preview.stamp}
 
     @extend_schema_field(JobInputsSerializer)
     def get_inputs(self, job: GenerationJob) -> dict:
@@ -301,6 +321,7 @@ def job_etag(job: GenerationJob, context: dict[str, Any]) -> str:
         job.id, job.status, job.completed_outputs, job.total_outputs, job.attempts, job.error_code,
         job.error_message, job.tab_id, job.retry_of_id, job.started_at, job.finished_at,
         job.provider_operation.get("progress") if job.is_active else None,
+        job.preview_at if job.status == GenerationJob.Status.RUNNING else None,
         credits.held, credits.captured, credits.released,
         (place.position, place.waiting_reason.value) if place is not None else None,
     )  # fmt: skip

@@ -2,7 +2,7 @@ from django.urls import path
 
 from accounts.api import ApiKeyDetailView, ApiKeyListCreateView
 from credits.api import CreditsView
-from generation.api import views
+from generation.api import events, views
 
 app_name = "api"
 
@@ -13,10 +13,12 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
     path("jobs/<uuid:job_id>/retry", views.JobRetryView.as_view(), name="job-retry"),
     path("jobs/<uuid:job_id>/download", views.JobDownloadView.as_view(), name="job-download"),
+    path("jobs/<uuid:job_id>/events", events.JobEventsView.as_view(), name="job-events"),
     path("jobs/<uuid:job_id>/outputs/<int:number>", views.JobOutputView.as_view(), name="job-output"),
     path(
         "jobs/<uuid:job_id>/outputs/<int:number>/poster", views.JobOutputPosterView.as_view(), name="job-output-poster"
     ),
+    path("jobs/<uuid:job_id>/preview", views.JobPreviewView.as_view(), name="job-preview"),
     path("models", views.ModelListView.as_view(), name="model-list"),
     path("assets", views.AssetUploadView.as_view(), name="asset-upload"),
     path("assets/<uuid:asset_id>/content", views.AssetContentView.as_view(), name="asset-content"),

@@ -50,11 +50,13 @@ from generation.services.files import (
     job_archive_open,
     output_download_name,
     poster_download_name,
+    preview_download_name,
     signed_file_headers,
     stored_name,
 )
 from generation.services.job_body import JobCreateSerializer
 from generation.services.lifecycle import activity_mark_seen, job_cancel
+from generation.services.previews import job_preview
 from generation.services.retry import job_retry
 from generation.services.submit import SubmitOutcome, job_estimate, job_submit
 from generation.uploads import oversized_uploads, too_large_message
@@ -339,6 +341,46 @@ class JobOutputPosterView(APIView):
             content_type="image/png",
             as_attachment=False,
         )
+
+
+PREVIEW_AT = OpenApiParameter(
+    "at",
+    str,
+    OpenApiParameter.QUERY,
+    required=False,
+    description="When the preview was made, as the job's `preview.at` says: it only makes each preview's URL "
+    "new. The answer is always the job's latest preview.",
+)
+
+
+class JobPreviewView(APIView):
+    content_negotiation_class = FileNegotiation
+
+    @extend_schema(
+        parameters=[PREVIEW_AT, RANGE_HEADER],
+        responses=file_responses(IMAGE_TYPES, "The latest partial image of the image in progress"),
+        summary="The live preview of a running job's image in progress",
+        description="While a job runs, a provider that shows an image forming (OpenAI's partial images, the "
+        "local provider halfway through) leaves its latest partial image here; the job's `preview` links to it. "
+        "It is short-lived, never billed and never in the collection. 404 `NOT_FOUND` when the job shows no "
+        "preview (not running, nothing shown yet, or the image just arrived).",
+    )
+    def get(self, request: Request, job_id: UUID) -> HttpResponseBase:
+        job = get_object_or_404(GenerationJob.objects.filter(team=request_team(request)), id=job_id)
+        preview = job_preview(job)
+        if preview is None:
+            raise Http404("The job shows no preview now.")
+        try:
+            return _stream_from_storage(
+                request,
+                preview.name,
+                filename=preview_download_name(prompt=job.prompt, index=preview.index, mime=preview.mime),
+                content_type=preview.mime,
+                as_attachment=False,
+            )
+        except FileNotFoundError:
+            # Replaced by a newer preview, or its image arrived, between the row and the file.
+            raise Http404("The preview was just replaced; the job links to the current one.") from None
 
 
 class AssetUploadView(APIView):

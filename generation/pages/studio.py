@@ -25,7 +25,9 @@ from generation.pages.limits import rate_limited, too_many_message
 from generation.pages.outputs import output_views
 from generation.pages.studio_form import draft_from_post, draft_spec, form_errors, form_values, uploads_sent
 from generation.pages.submit_token import idempotency_key_of, new_submit_token
+from generation.routes import job_preview_path
 from generation.selectors import QueuePlace, job_outputs_of, tab_progress_job
+from generation.services.previews import ShownPreview, job_preview
 from generation.services.seen import jobs_mark_seen
 from generation.services.studio import tab_close, tab_create, tab_current_job, tab_rename, tab_save_draft
 from generation.services.submit import Estimate, job_estimate, job_submit
@@ -59,8 +61,9 @@ def _queue_place(request: HttpRequest, job: GenerationJob) -> QueuePlace | None:
 
 def progress_context(request: HttpRequest, job: GenerationJob | None, tab: StudioTab | None = None) -> dict:
     """The progress panel: the outputs so far, the places of those to come, and honest progress:
-    the queue position while queued; while running, for how long (since the job started), and
-    the provider's own percentage of the output it is making when it reports one (Veo does)."""
+    the queue position while queued; while running, for how long (since the job started), the
+    provider's own percentage of the output it is making when it reports one (Veo does), and the
+    live preview of that output when its provider shows one, in the place it will take."""
     if job is None:
         return {"job": None, "tab": tab, "outputs": [], "pending": range(0), "poll_seconds": POLL_SECONDS}
     # With their looks, so the panel's lightbox offers Remix and Delete (one query).
@@ -69,6 +72,7 @@ def progress_context(request: HttpRequest, job: GenerationJob | None, tab: Studi
     operation = job.provider_operation if running else {}
     provider_percent = operation.get("progress")
     done = job.completed_outputs + (provider_percent or 0) / 100
+    preview = job_preview(job)
     return {
         "job": job,
         "tab": tab,
@@ -84,8 +88,20 @@ def progress_context(request: HttpRequest, job: GenerationJob | None, tab: Studi
         else "",
         "provider_percent": provider_percent,
         "operation_number": operation.get("index", job.completed_outputs) + 1,
+        # Shown in the first place still to come: the images are made in order.
+        "preview": _preview_view(job, preview) if preview else None,
         "poll_seconds": POLL_SECONDS,
         "queue_place": _queue_place(request, job),
+    }
+
+
+def _preview_view(job: GenerationJob, preview: ShownPreview) -> dict:
+    """The live preview as its slot shows it; `element_id` names this very preview, so a redrawn
+    panel keeps the image already loaded (hx-preserve) and only a newer preview loads afresh."""
+    return {
+        "number": preview.number,
+        "url": job_preview_path(job.id, preview.stamp),
+        "element_id": f"preview-{job.id}-{preview.at:%Y%m%d%H%M%S%f}",
     }
 
 
@@ -343,8 +359,8 @@ def panel_etag(request: HttpRequest, job: GenerationJob) -> str:
         job.team_id, job.id, job.status, job.completed_outputs, job.cancel_requested, job.created_at,
         job.outage_since,
         # The running time ticks in the page (app.js), not here: a poll stays a 304 until
-        # something else changes, such as the provider's own progress.
-        job.started_at, job.provider_operation,
+        # something else changes, such as the provider's own progress or a new preview.
+        job.started_at, job.provider_operation, job.preview_at,
     )  # fmt: skip
     return hashlib.sha256(f"{shown}|{_queue_place(request, job)}".encode()).hexdigest()[:32]
 

@@ -10,12 +10,23 @@ A provider whose outputs take minutes (Veo) makes them as long-running operation
 pipeline calls `start` once, records the operation's name on the job *before* it waits, and
 then `poll`s it, so a worker that dies mid-wait leaves a name the next run resumes instead of
 paying for a second operation.
+
+A provider that can show an image forming (OpenAI's streamed partial images, the local provider
+halfway through its latency) hands each partial image to the request's `on_preview` while it
+works, when the caller asked for previews. A preview is only something to look at: it is never
+returned, billed or kept with the outputs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+# Takes a partial image of the output being made: its bytes and MIME type. It returns at once and
+# never raises (generation/services/previews.py hands the write to a thread of its own), so a
+# provider may call it from the middle of its work, as often as it has something new.
+PreviewCallback = Callable[[bytes, str], None]
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,9 @@ class OutputRequest:
     # An edit's mask: a PNG whose fully transparent pixels mark where the source may change.
     mask: bytes | None = None
     timeout_seconds: float = 120.0
+    # Where partial images go while the output is made; None: the caller wants no previews, and a
+    # provider then makes the output exactly as it would without the feature.
+    on_preview: PreviewCallback | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,11 @@ configured) or else from the environment, unless given to the constructor:
 * ``LOCAL_PROVIDER_TRANSIENT_FAILURE_RATE`` (default 0): the chance that a call fails with a
   ``TransientProviderError``. This roll is truly random, so a retry can succeed.
 
+Like a provider that streams partial images, it shows an image forming when the caller asks for
+previews (`OutputRequest.on_preview`): halfway through its latency it hands over a small, blurred
+version of the image it will return (``LOCAL_PROVIDER_PREVIEWS``, default true; never for clips,
+nor without latency, when the final image follows at once).
+
 A prompt with the word "forbidden" is refused as a content-policy violation, so tests can
 provoke a permanent failure deterministically. ``LOCAL_PROVIDER_REFUSE_FROM_IMAGE`` (default 0,
 off) refuses every output from that image number (1-based) on, to fail a job part-way through.
@@ -32,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 from generation.providers.base import (
     OutputRequest,
@@ -46,6 +51,10 @@ from generation.providers.local_video import clip_plan, render_clip
 
 DEFAULT_LATENCY_MS = 1500
 DEFAULT_FAILURE_RATE = 0.0
+# A preview is looked at in a thumbnail's slot: a long side of this many pixels, blurred by this
+# radius, looks like an image still forming and weighs a few kB, whatever the final image's size.
+PREVIEW_LONG_SIDE = 256
+PREVIEW_BLUR_RADIUS = 5
 
 _FORBIDDEN = re.compile(r"\bforbidden\b", re.IGNORECASE)
 _WORD_RE = re.compile(r"[a-z0-9-]+")
@@ -94,8 +103,7 @@ class LocalProvider:
         # Built before the wait, so a request that can never be drawn fails at once.
         draw = self._drawing(request)
         _drill_crash_or_hang(request)
-        self._act_remote(request)
-        return draw()
+        return self._act_remote(request, draw)
 
     def _drawing(self, request: OutputRequest) -> Callable[[], ProviderOutput]:
         """What makes the output of `request`, after checking its inputs."""
@@ -112,18 +120,26 @@ class LocalProvider:
             source = _open_source(request.source_image, max_side=self.input_max_side)
         return lambda: _png_output(render(request, source))
 
-    def _act_remote(self, request: OutputRequest) -> None:
-        """Take as long as a remote provider and fail as often as configured."""
+    def _act_remote(self, request: OutputRequest, draw: Callable[[], ProviderOutput]) -> ProviderOutput:
+        """Take as long as a remote provider, showing a preview halfway when one is wanted, and
+        fail as often as configured; then the output."""
         latency_ms = self._latency_ms if self._latency_ms is not None else _latency_setting()
-        if latency_ms > 0:
-            # Like a real client, the call honours its timeout: it gives up rather than overrun it.
-            if latency_ms / 1000 > request.timeout_seconds:
-                time.sleep(request.timeout_seconds)
-                raise TransientProviderError(
-                    f"The local provider did not answer within {request.timeout_seconds:.0f} s.",
-                    code="PROVIDER_TIMEOUT",
-                )
+        # Like a real client, the call honours its timeout: it gives up rather than overrun it.
+        if latency_ms / 1000 > request.timeout_seconds:
+            time.sleep(request.timeout_seconds)
+            raise TransientProviderError(
+                f"The local provider did not answer within {request.timeout_seconds:.0f} s.",
+                code="PROVIDER_TIMEOUT",
+            )
+        show = request.on_preview if latency_ms > 0 and request.kind != "video" and _previews_setting() else None
+        output = None
+        if show is None:
             time.sleep(latency_ms / 1000)
+        else:
+            time.sleep(latency_ms / 2000)
+            output = draw()  # the same bytes as drawn at the end: the preview is of this very image
+            show(_preview_jpeg(output), "image/jpeg")
+            time.sleep(latency_ms / 2000)
         rate = self._failure_rate if self._failure_rate is not None else _failure_rate_setting()
         if rate > 0 and random.SystemRandom().random() < rate:
             raise TransientProviderError(
@@ -131,12 +147,24 @@ class LocalProvider:
                 code="PROVIDER_UNAVAILABLE",
                 retry_after=None,
             )
+        return output if output is not None else draw()
 
 
 def _png_output(image: Image.Image) -> ProviderOutput:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     return ProviderOutput(content=buffer.getvalue(), mime="image/png", width=image.width, height=image.height)
+
+
+def _preview_jpeg(output: ProviderOutput) -> bytes:
+    """An early look at `output`: downsized to PREVIEW_LONG_SIDE (its aspect ratio kept) and
+    blurred, as an image still forming looks."""
+    with Image.open(io.BytesIO(output.content)) as opened:
+        opened.thumbnail((PREVIEW_LONG_SIDE, PREVIEW_LONG_SIDE), Image.Resampling.BILINEAR)
+        blurred = to_rgb(opened).filter(ImageFilter.GaussianBlur(PREVIEW_BLUR_RADIUS))
+    buffer = io.BytesIO()
+    blurred.save(buffer, format="JPEG", quality=70)
+    return buffer.getvalue()
 
 
 # -- fault drills --------------------------------------------------------------------------------
@@ -188,6 +216,13 @@ def _latency_setting() -> int:
         return max(0, int(float(_setting("LOCAL_PROVIDER_LATENCY_MS"))))
     except (TypeError, ValueError):
         return DEFAULT_LATENCY_MS
+
+
+def _previews_setting() -> bool:
+    value = _setting("LOCAL_PROVIDER_PREVIEWS")
+    if isinstance(value, bool):
+        return value
+    return value is None or str(value).strip().lower() != "false"
 
 
 def _int_setting(name: str) -> int:

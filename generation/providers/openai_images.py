@@ -14,6 +14,14 @@ model cannot do, naming the field):
   WIDTHxHEIGHT (see `_SIZES`);
 * background and output_format are sent only when the job sets them; the API's default format
   is PNG.
+
+When the caller wants previews (`OutputRequest.on_preview`) and OPENAI_PARTIAL_IMAGES is above 0,
+the image is asked for as a stream (`stream=True`, `partial_images`): the API sends server-sent
+events, up to that many `image_generation.partial_image` (`image_edit.partial_image` for an edit)
+with a base64 partial image each, handed to `on_preview` as they come, then one
+`image_generation.completed` (`image_edit.completed`) carrying the image, its settings and its
+usage. OpenAI bills each partial image as 100 extra image output tokens; the usage reported with
+the image says so. Without previews the call is the plain JSON one.
 """
 
 from __future__ import annotations
@@ -23,12 +31,20 @@ import binascii
 import io
 import logging
 import threading
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import openai
 from django.conf import settings
-from openai import omit
-from openai.types import ImagesResponse
+from openai import Stream, omit
+from openai.types import (
+    ImageEditCompletedEvent,
+    ImageEditPartialImageEvent,
+    ImageEditStreamEvent,
+    ImageGenCompletedEvent,
+    ImageGenPartialImageEvent,
+    ImageGenStreamEvent,
+    ImagesResponse,
+)
 from PIL import Image, UnidentifiedImageError
 
 from generation.providers import errors
@@ -65,6 +81,12 @@ assert set(_SIZES) >= set(ASPECT_RATIOS), "every aspect ratio Atelier offers nee
 _FORMAT_MIMES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 _OUTPUT_FORMAT_MIMES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
+# The events of a streamed generation and of a streamed edit; the SDK makes each its own type.
+_PARTIAL_EVENTS = (ImageGenPartialImageEvent, ImageEditPartialImageEvent)
+_COMPLETED_EVENTS = (ImageGenCompletedEvent, ImageEditCompletedEvent)
+ImageAnswer: TypeAlias = ImagesResponse | Stream[ImageGenStreamEvent] | Stream[ImageEditStreamEvent]
+CompletedEvent: TypeAlias = ImageGenCompletedEvent | ImageEditCompletedEvent
+
 
 def openai_size(aspect_ratio: str) -> str:
     """The `size` the Images API is asked for; the catalog keeps each model to the ratios it makes."""
@@ -83,7 +105,9 @@ class OpenAIProvider:
     input_max_side = 1024
     # The answer's JSON, its base64 text and the decoded file are a few MB each for a 1.6 MP
     # image (Pillow reads only its header); an edit's multipart body streams the prepared inputs.
-    working_memory_mb = 32
+    # Streamed, each partial image passes the same way before the image, and the latest waits
+    # to be written as the preview while the one before is written (a few MB each).
+    working_memory_mb = 40
 
     def __init__(self) -> None:
         self._client: openai.OpenAI | None = None
@@ -97,8 +121,14 @@ class OpenAIProvider:
                 f"OpenAI cannot make {request.kind} outputs here; it makes images and edits.",
                 code="UNSUPPORTED_KIND",
             )
+        # Partial images cost tokens: asked for only when someone will see them.
+        partial_images = settings.OPENAI_PARTIAL_IMAGES if request.on_preview is not None else 0
         try:
-            response = self._call(request)
+            answer = self._call(request, partial_images=partial_images)
+            if isinstance(answer, ImagesResponse):
+                return _output(answer, request)
+            with answer:  # closed however the reading ends: the connection is not left open
+                return _streamed_output(answer, request)
         except openai.APIStatusError as error:
             logger.warning("OpenAI answered HTTP %s for job %s: %s", error.status_code, request.job_id, error)
             raise _status_error(error) from None
@@ -111,7 +141,9 @@ class OpenAIProvider:
         except openai.APIResponseValidationError as error:
             logger.warning("OpenAI answered an unexpected body for job %s: %s", request.job_id, error)
             raise _unusable_answer() from None
-        return _output(response, request)
+        except openai.APIError as error:  # an error event in the middle of a stream
+            logger.warning("OpenAI's stream for job %s ended with an error: %s", request.job_id, error)
+            raise _stream_error(error) from None
 
     def start(self, request: OutputRequest) -> str:
         raise PermanentProviderError("OpenAI makes no long-running outputs here.", code="UNSUPPORTED_KIND")
@@ -134,25 +166,32 @@ class OpenAIProvider:
                 self._client = openai.OpenAI(api_key=settings.OPENAI_API_KEY, max_retries=0)
             return self._client
 
-    def _call(self, request: OutputRequest) -> ImagesResponse:
+    def _call(self, request: OutputRequest, *, partial_images: int) -> ImageAnswer:
+        """The plain JSON answer, or with `partial_images` above 0 the stream of events."""
         params = request.params
         size = openai_size(params.get("aspect_ratio") or "1:1")
         quality = _QUALITIES.get(params.get("quality") or "standard", "medium")
         # Sent only when the job chose them: the API's own defaults (auto, png) otherwise.
         background = params.get("background") or omit
         output_format = params.get("output_format") or omit
+        # The stream's two fields are sent only when partial images are wanted: the plain call
+        # otherwise. (One dict for both calls: the SDK's overloads tell the two answers apart by
+        # `stream`'s literal type, which a computed value cannot show.)
+        common: dict[str, Any] = {
+            "model": request.model,
+            "prompt": request.prompt,
+            "n": 1,
+            "size": size,
+            "quality": quality,
+            "background": background,
+            "output_format": output_format,
+            "timeout": request.timeout_seconds,
+        }
+        if partial_images > 0:
+            common |= {"stream": True, "partial_images": partial_images}
         images = self.client().images
         if request.kind == "image":
-            return images.generate(
-                model=request.model,
-                prompt=request.prompt,
-                n=1,
-                size=size,
-                quality=quality,
-                background=background,
-                output_format=output_format,
-                timeout=request.timeout_seconds,
-            )
+            return images.generate(**common)
         if not request.source_image:
             raise PermanentProviderError(
                 "An edit needs a source image; please upload the picture to edit.", code="SOURCE_IMAGE_REQUIRED"
@@ -162,18 +201,8 @@ class OpenAIProvider:
             _named_file(f"reference-{position}", reference.content)
             for position, reference in enumerate(request.references, start=1)
         ]
-        return images.edit(
-            model=request.model,
-            image=files,
-            mask=_named_file("mask", request.mask) if request.mask is not None else omit,
-            prompt=request.prompt,
-            n=1,
-            size=size,
-            quality=quality,
-            background=background,
-            output_format=output_format,
-            timeout=request.timeout_seconds,
-        )
+        mask = _named_file("mask", request.mask) if request.mask is not None else omit
+        return images.edit(image=files, mask=mask, **common)
 
 
 def _named_file(stem: str, content: bytes) -> tuple[str, bytes, str]:
@@ -196,29 +225,69 @@ def _output(response: ImagesResponse, request: OutputRequest) -> ProviderOutput:
     if image is None or not image.b64_json:
         logger.warning("OpenAI answered without an image for job %s: %s", request.job_id, response)
         raise _unusable_answer()
+    return _image_output(
+        image.b64_json,
+        output_format=response.output_format,
+        report=_report(response, request, revised_prompt=image.revised_prompt),
+        request=request,
+    )
+
+
+def _streamed_output(
+    events: Stream[ImageGenStreamEvent] | Stream[ImageEditStreamEvent], request: OutputRequest
+) -> ProviderOutput:
+    """Read a streamed answer: each partial image goes to `on_preview` as it comes, and the
+    completed event is the image. A stream that ends without one is an unusable answer."""
+    for event in events:
+        if isinstance(event, _PARTIAL_EVENTS):
+            _show_partial(event.b64_json, event.output_format, request)
+        elif isinstance(event, _COMPLETED_EVENTS):
+            return _image_output(
+                event.b64_json,
+                output_format=event.output_format,
+                report=_report(event, request),
+                request=request,
+            )
+    logger.warning("OpenAI's stream for job %s ended without an image", request.job_id)
+    raise _unusable_answer()
+
+
+def _show_partial(b64_json: str, output_format: str, request: OutputRequest) -> None:
+    """Hand a partial image to the preview; one that cannot be read is skipped, never fatal."""
+    if request.on_preview is None:
+        return
     try:
-        content = base64.b64decode(image.b64_json, validate=True)
+        content = base64.b64decode(b64_json, validate=True)
+    except (binascii.Error, ValueError):
+        logger.info("OpenAI sent job %s a partial image that is not base64; skipped", request.job_id)
+        return
+    request.on_preview(content, _OUTPUT_FORMAT_MIMES.get(output_format, "image/png"))
+
+
+def _image_output(b64_json: str, *, output_format: str | None, report: dict, request: OutputRequest) -> ProviderOutput:
+    try:
+        content = base64.b64decode(b64_json, validate=True)
         with Image.open(io.BytesIO(content)) as opened:
             width, height, image_format = opened.width, opened.height, opened.format
     except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as error:
         logger.warning("OpenAI's image for job %s could not be read: %r", request.job_id, error)
         raise _unusable_answer() from None
-    requested_format = response.output_format or request.params.get("output_format") or "png"
+    requested_format = output_format or request.params.get("output_format") or "png"
     mime = _FORMAT_MIMES.get(image_format or "", _OUTPUT_FORMAT_MIMES.get(requested_format, "image/png"))
-    return ProviderOutput(content=content, mime=mime, width=width, height=height, report=_report(response, request))
+    return ProviderOutput(content=content, mime=mime, width=width, height=height, report=report)
 
 
-def _report(response: ImagesResponse, request: OutputRequest) -> dict:
-    extra = response.model_extra or {}
+def _report(answer: ImagesResponse | CompletedEvent, request: OutputRequest, revised_prompt: str | None = None) -> dict:
+    """What OpenAI said about the image, from the JSON answer or the stream's completed event."""
+    extra = answer.model_extra or {}
     report: dict[str, Any] = {"model_version": extra.get("model") or request.model}
-    revised_prompt = response.data[0].revised_prompt if response.data else None
     if revised_prompt:
         report["revised_prompt"] = revised_prompt
-    if response.usage is not None:
-        report["usage"] = response.usage.to_dict()
+    if answer.usage is not None:
+        report["usage"] = answer.usage.to_dict()
     # OpenAI bills image tokens by size and quality: what it says it made settles the bill.
     for name in ("size", "quality", "background", "output_format"):
-        value = getattr(response, name)
+        value = getattr(answer, name, None)
         if value:
             report[name] = value
     if "cost" in extra:
@@ -238,6 +307,23 @@ def _status_error(error: openai.APIStatusError) -> ProviderError:
         code=" ".join(str(part) for part in (error.code, error.type) if part),
         message=message if isinstance(message, str) else "",
         retry_after=errors.retry_after_seconds(error.response.headers),
+    )
+
+
+def _stream_error(error: openai.APIError) -> ProviderError:
+    """The Atelier error for an error event in a stream (no HTTP status: the answer began as a
+    200). Its type says whose fault it is: the request's (`invalid_request_error`, an
+    `..._user_error` such as a moderation block) is sorted as a 400 would be, anything else as
+    the provider's own trouble."""
+    body = error.body if isinstance(error.body, dict) else {}
+    message = body.get("message")
+    kind = str(error.type or body.get("type") or "")
+    status = 400 if kind == "invalid_request_error" or kind.endswith("user_error") else 502
+    return errors.from_http(
+        provider=LABEL,
+        status=status,
+        code=" ".join(str(part) for part in (error.code or body.get("code"), kind) if part),
+        message=message if isinstance(message, str) else "",
     )
 
 

@@ -147,6 +147,11 @@ def poster_download_name(*, prompt: str, index: int) -> str:
     return f"{prompt_slug(prompt)}-{index + 1}-poster.png"
 
 
+def preview_download_name(*, prompt: str, index: int, mime: str) -> str:
+    """The name of the live preview of output `index` (0-based): `golden-roses-at-dusk-1-preview.jpg`."""
+    return f"{prompt_slug(prompt)}-{index + 1}-preview.{EXTENSIONS.get(mime, 'bin')}"
+
+
 def _zip_date_time(moment: datetime | None) -> tuple[int, int, int, int, int, int]:
     """A zip entry's date: the output's own creation time, in the server's time zone (the
     format has no zone; unzip tools read it as local time)."""

@@ -15,6 +15,7 @@ from generation.errors import InvalidJobStatus
 from generation.models import ACTIVE_STATUSES, LEASE_RELEASED, GenerationJob, Look
 from generation.services.events import job_event_record_finish
 from generation.services.files import storage_delete_quietly
+from generation.services.previews import PREVIEW_CLEARED
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +35,19 @@ def job_finish(
     expired lease, or "still queued" for a cancel. Returns False (and changes nothing) otherwise.
     All terminal paths go through here so that they collect and settle alike: the credits held
     for images not delivered are released, and the job's terminal event (the outbox) written,
-    in the same transaction.
+    in the same transaction. A live preview ends with the job: cleared, its file deleted.
     """
     now = timezone.now()
     with transaction.atomic():
-        pending_file = (
+        files = (
             GenerationJob.objects.select_for_update()
             .filter(fence, id=job_id, status__in=ACTIVE_STATUSES)
-            .values_list("pending_file", flat=True)
+            .values_list("pending_file", "preview_file")
             .first()
         )
-        if pending_file is None:
+        if files is None:
             return False
+        pending_file, preview_file = files
         GenerationJob.objects.filter(id=job_id).update(
             status=status,
             error_code=error_code,
@@ -57,6 +59,7 @@ def job_finish(
             cancel_requested=status == GenerationJob.Status.CANCELED,
             collected_at=now,
             **LEASE_RELEASED,
+            **PREVIEW_CLEARED,
         )
         job = GenerationJob.objects.get(id=job_id)
         outputs_collect(job=job)
@@ -65,6 +68,8 @@ def job_finish(
         if pending_file and pending_file != archive_name:
             # A file a run wrote (or began to write) but never recorded: nothing will refer to it.
             transaction.on_commit(lambda: storage_delete_quietly(pending_file))
+        if preview_file:
+            transaction.on_commit(lambda: storage_delete_quietly(preview_file))
     logger.info("job %s finished: %s %s", job_id, status, error_code)
     return True
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import TypeVar
 from uuid import UUID
 
@@ -55,6 +56,7 @@ from generation.services.lifecycle import job_finish
 from generation.services.lifeline import HeldJob, Lifeline
 from generation.services.limiter import rate_slow_down, rate_take
 from generation.services.posters import clip_poster
+from generation.services.previews import PREVIEW_CLEARED, PreviewKeeper
 from generation.services.recovery import Interruption, job_requeue
 
 T = TypeVar("T")
@@ -174,8 +176,10 @@ def _run_claimed(held: HeldJob) -> RunOutcome:
     """1. Load the job; delete a file an earlier run wrote but never recorded.
     2. Prepare its input images once (decoded, downsized to what the provider needs).
     3. For each image not yet delivered: stop if interrupted (cancel, lost lease, shutdown) or
-       out of time; ask the provider, retrying transient errors with backoff; store the file;
-       record it with its progress and price in one short transaction fenced by the lease.
+       out of time; ask the provider, retrying transient errors with backoff, and keep the latest
+       partial image it shows as the job's preview meanwhile (previews.py; never waited on);
+       store the file; record it with its progress and price in one short transaction fenced by
+       the lease, which also ends the preview.
     4. Store the zip of a multi-image job (best effort) and finish it as succeeded.
     A suspect in quarantine stops after its first image: cleared, it goes back to the ordinary
     workers for the rest.
@@ -202,24 +206,27 @@ def _run_claimed(held: HeldJob) -> RunOutcome:
         if time.monotonic() > deadline:
             return _out_of_time(held, index)
         making_since = time.monotonic()
-        try:
-            result = _make_output(job, provider, _output_request(job, index, inputs), held, deadline)
-        except PermanentProviderError as error:
-            return _finish(held, RunOutcome.FAILED, error.code, error.message)
-        except TransientProviderError as error:
-            return _finish(
-                held,
-                RunOutcome.FAILED,
-                error.code,
-                f"{error.message} Gave up on image {index + 1} after "
-                f"{settings.JOB_MAX_IMAGE_RETRIES + 1} tries; retry the job later.",
-            )
-        except StepInterrupted:
-            return _stop_reason(held) or RunOutcome.LEASE_LOST
-        except RunOutOfTime:
-            return _out_of_time(held, index)
-        if not _record_output(job, index, result, held):
-            return RunOutcome.LEASE_LOST
+        # Closed however the output ends (recorded, failed, interrupted): its preview goes then.
+        with PreviewKeeper.for_output(job=job, held=held, index=index) as previews:
+            request = _output_request(job, index, inputs, previews)
+            try:
+                result = _make_output(job, provider, request, held, deadline)
+            except PermanentProviderError as error:
+                return _finish(held, RunOutcome.FAILED, error.code, error.message)
+            except TransientProviderError as error:
+                return _finish(
+                    held,
+                    RunOutcome.FAILED,
+                    error.code,
+                    f"{error.message} Gave up on image {index + 1} after "
+                    f"{settings.JOB_MAX_IMAGE_RETRIES + 1} tries; retry the job later.",
+                )
+            except StepInterrupted:
+                return _stop_reason(held) or RunOutcome.LEASE_LOST
+            except RunOutOfTime:
+                return _out_of_time(held, index)
+            if not _record_output(job, index, result, held, previews):
+                return RunOutcome.LEASE_LOST
         observe_image_made(job.provider, time.monotonic() - making_since, model=job.model)
         if held.suspect and len(delivered) + 1 < job.total_outputs:
             job_requeue(job_id=held.job_id, fence=Q(lease_owner=held.token), interruption=Interruption.CLEARED)
@@ -295,9 +302,12 @@ def _write_ahead(held: HeldJob, name: str) -> bool:
     )
 
 
-def _record_output(job: GenerationJob, index: int, result: ProviderOutput, held: HeldJob) -> bool:
+def _record_output(
+    job: GenerationJob, index: int, result: ProviderOutput, held: HeldJob, previews: PreviewKeeper | None = None
+) -> bool:
     """Store the file, then record it, the progress, its price and its `job.output` event in one
-    transaction fenced by the lease. Returns False (and deletes the file) if the lease was lost."""
+    transaction fenced by the lease, which also clears the job's preview (its file is deleted
+    after the commit, off this thread). Returns False (and deletes the file) if the lease was lost."""
     name = output_name_for(job=job, index=index, mime=result.mime)
     poster, poster_content = "", b""
     if result.mime.startswith("video/"):
@@ -326,6 +336,7 @@ def _record_output(job: GenerationJob, index: int, result: ProviderOutput, held:
             heartbeat_at=timezone.now(),
             pending_file="",
             provider_operation={},
+            **PREVIEW_CLEARED,
             # A delivered image clears every suspicion and ends any outage.
             suspect_crashes=0,
             crashes_alone=0,
@@ -354,10 +365,13 @@ def _record_output(job: GenerationJob, index: int, result: ProviderOutput, held:
                 output_index=index,
                 data=event_data(status=GenerationJob.Status.RUNNING, completed=completed, total=job.total_outputs),
             )
+            if previews is not None:
+                transaction.on_commit(partial(previews.close, recorded=True))
     if progressed != 1:
         storage_delete_quietly(name)  # the names are this run's own: nobody else refers to them
         storage_delete_quietly(poster)
         return False
+    job.completed_outputs += 1  # the count the next output's previews are fenced by
     return True
 
 
@@ -533,7 +547,9 @@ def _wait_before_retry(held: HeldJob, delay: float) -> None:
         raise StepInterrupted("retry wait")
 
 
-def _output_request(job: GenerationJob, index: int, inputs: JobInputs) -> OutputRequest:
+def _output_request(
+    job: GenerationJob, index: int, inputs: JobInputs, previews: PreviewKeeper | None = None
+) -> OutputRequest:
     return OutputRequest(
         job_id=str(job.id),
         kind=job.kind,
@@ -546,4 +562,5 @@ def _output_request(job: GenerationJob, index: int, inputs: JobInputs) -> Output
         references=inputs.references,
         mask=inputs.mask,
         timeout_seconds=settings.PROVIDER_TIMEOUT_SECONDS,
+        on_preview=previews.offer if previews is not None else None,
     )

@@ -6,6 +6,16 @@ does for the GPT image models: a base64 image of the size and format asked for, 
 background and output format it used, and token usage. Errors have the real body shape
 `{"error": {"message", "type", "param", "code"}}`; `rate_limited`, `moderation_blocked` and `hang`
 make the scripted answers the tests need.
+
+A request with `stream` true is answered as the real API streams images (and as the SDK's
+`Stream` reads them): `text/event-stream`, sent in chunks as they are made, one server-sent event
+per step, `event: <type>` and `data: <JSON>` with the same `type` inside, a blank line after each:
+`partial_images` events `image_generation.partial_image` (`image_edit.partial_image` for an edit)
+with `partial_image_index` 0, 1, ..., then one `image_generation.completed`
+(`image_edit.completed`) with the image and its usage (100 image output tokens more per partial
+image, as OpenAI bills them). A partial image is the size asked for in a paler colour than the
+image, so a test can tell the two apart (`PARTIAL_COLOUR`, `IMAGE_COLOUR`); `partial_pause_seconds`
+spaces the events out. `stream_breaks_off` and `stream_error` script the streams that go wrong.
 """
 
 from __future__ import annotations
@@ -14,19 +24,24 @@ import base64
 import email.parser
 import email.policy
 import io
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 
-from tests.fakes.server import Answer, FakeServer, Recorded, Scripted
+from tests.fakes.server import Answer, FakeServer, Recorded, Scripted, Streamed
 
 GENERATIONS = "/v1/images/generations"
 EDITS = "/v1/images/edits"
 
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 _STANDARD_SIZE = (1024, 1024)  # what "auto" makes here
+IMAGE_COLOUR = (90, 140, 210)
+PARTIAL_COLOUR = (200, 214, 236)
+# OpenAI bills each partial image as this many more image output tokens.
+PARTIAL_IMAGE_TOKENS = 100
 
 
 @dataclass
@@ -69,10 +84,12 @@ def parse_edit(request: Recorded) -> EditForm:
     return form
 
 
-def image_bytes(size: tuple[int, int], output_format: str = "png") -> bytes:
+def image_bytes(
+    size: tuple[int, int], output_format: str = "png", colour: tuple[int, int, int] = IMAGE_COLOUR
+) -> bytes:
     """A real picture in `output_format` (one colour: it compresses to almost nothing)."""
     buffer = io.BytesIO()
-    Image.new("RGB", size, (90, 140, 210)).save(buffer, format=_PIL_FORMATS[output_format])
+    Image.new("RGB", size, colour).save(buffer, format=_PIL_FORMATS[output_format])
     return buffer.getvalue()
 
 
@@ -105,6 +122,74 @@ def images_response(
             "total_tokens": 1106,
         },
     }
+
+
+def sse_event(data: dict[str, Any]) -> bytes:
+    """One server-sent event as OpenAI sends it: its type named twice, on the `event:` line and in the JSON."""
+    return f"event: {data['type']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def image_stream(
+    *,
+    edit: bool = False,
+    partial_images: int = 2,
+    size: str = "1024x1024",
+    quality: str = "medium",
+    background: str = "opaque",
+    output_format: str = "png",
+    pause_seconds: float = 0.0,
+) -> Streamed:
+    """A streamed answer: `partial_images` partial images, then the completed image."""
+    prefix = "image_edit" if edit else "image_generation"
+    width, height = _parse_size(size)
+    settings = {
+        "background": background,
+        "output_format": output_format,
+        "quality": quality,
+        "size": f"{width}x{height}",
+    }
+    chunks = [
+        sse_event(
+            {
+                "type": f"{prefix}.partial_image",
+                "b64_json": base64.b64encode(image_bytes((width, height), output_format, PARTIAL_COLOUR)).decode(),
+                "created_at": int(time.time()),
+                "partial_image_index": position,
+                **settings,
+            }
+        )
+        for position in range(partial_images)
+    ]
+    usage = images_response()["usage"]
+    extra_tokens = PARTIAL_IMAGE_TOKENS * partial_images
+    usage = {
+        **usage,
+        "output_tokens": usage["output_tokens"] + extra_tokens,
+        "total_tokens": usage["total_tokens"] + extra_tokens,
+    }
+    chunks.append(
+        sse_event(
+            {
+                "type": f"{prefix}.completed",
+                "b64_json": base64.b64encode(image_bytes((width, height), output_format)).decode(),
+                "created_at": int(time.time()),
+                "usage": usage,
+                **settings,
+            }
+        )
+    )
+    return Streamed(chunks, pause_seconds=pause_seconds)
+
+
+def stream_breaks_off(pause_seconds: float = 0.0) -> Scripted:
+    """A stream that sends a partial image and ends without the image (a dropped answer)."""
+    return Scripted(Answer(200, Streamed(image_stream(partial_images=1).chunks[:1], pause_seconds=pause_seconds)))
+
+
+def stream_error(*, type: str, code: str | None, message: str) -> Scripted:  # noqa: A002
+    """A stream that sends a partial image, then an error event in OpenAI's error shape."""
+    error = sse_event({"type": "error", "error": {"type": type, "code": code, "message": message, "param": None}})
+    return Scripted(Answer(200, Streamed([image_stream(partial_images=1).chunks[0], error])))
 
 
 def error_body(message: str, *, type: str, code: str | None, param: str | None = None) -> dict[str, Any]:  # noqa: A002
@@ -153,6 +238,7 @@ class FakeOpenAI(FakeServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host, port)
         self._arrivals: list[tuple[str, float]] = []  # (path, time.monotonic()) of every request
+        self.partial_pause_seconds = 0.0  # between the events of a streamed answer
 
     def _answer(self, request: Recorded) -> Answer:
         with self._lock:
@@ -167,6 +253,19 @@ class FakeOpenAI(FakeServer):
             )
         fields: dict[str, Any] = request.json() if request.path == GENERATIONS else parse_edit(request).fields
         size = fields.get("size") or "auto"
+        if fields.get("stream") in (True, "true"):  # JSON for a generation, a form field for an edit
+            return Answer(
+                200,
+                image_stream(
+                    edit=request.path == EDITS,
+                    partial_images=int(fields.get("partial_images") or 0),
+                    size=size,
+                    quality=fields.get("quality") or "medium",
+                    background=fields.get("background") or "opaque",
+                    output_format=fields.get("output_format") or "png",
+                    pause_seconds=self.partial_pause_seconds,
+                ),
+            )
         return Answer(
             200,
             images_response(
@@ -196,6 +295,7 @@ class FakeOpenAI(FakeServer):
             self.requests.clear()
             self._arrivals.clear()
             self._script.clear()
+            self.partial_pause_seconds = 0.0
 
 
 def _parse_size(size: str) -> tuple[int, int]:

@@ -31,9 +31,18 @@ class Recorded:
 
 
 @dataclass
+class Streamed:
+    """A body sent piece by piece with chunked transfer encoding, `pause_seconds` between pieces,
+    as a server streams what it makes while it makes it (server-sent events, for one)."""
+
+    chunks: list[bytes]
+    pause_seconds: float = 0.0
+
+
+@dataclass
 class Answer:
     status: int = 200
-    body: Any = None  # a dict/list is sent as JSON; bytes as they are
+    body: Any = None  # a dict/list is sent as JSON; bytes as they are; a Streamed piece by piece
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -66,6 +75,9 @@ class FakeServer:
                 path, _, query = self.path.partition("?")
                 recorded = Recorded(self.command, path, query, {k.lower(): v for k, v in self.headers.items()}, body)
                 answer = fake._answer(recorded)
+                if isinstance(answer.body, Streamed):
+                    self._stream(answer, answer.body)
+                    return
                 payload = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
                 try:
                     self.send_response(answer.status)
@@ -77,6 +89,23 @@ class FakeServer:
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its timeout): that is what a hang tests
+
+            def _stream(self, answer: Answer, body: Streamed) -> None:
+                try:
+                    self.send_response(answer.status)
+                    for name, value in {"Content-Type": "text/event-stream", **answer.headers}.items():
+                        self.send_header(name, value)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for position, chunk in enumerate(body.chunks):
+                        if position and body.pause_seconds:
+                            time.sleep(body.pause_seconds)
+                        self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading (it had what it wanted, or gave up)
 
             do_GET = do_POST = do_DELETE = _handle  # noqa: N815 - http.server's names
 
