@@ -26,6 +26,7 @@ BENCH_SSE_PART=requests (or streams) runs one of the two.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import secrets
@@ -52,6 +53,7 @@ LATENCY_SECONDS = 1.0
 WRK_SECONDS = 3 if QUICK else 10
 WEB_THREADS = 4  # per worker process, in each shape of part 1: gthread's --threads, WEB_THREADS
 APP_WITH_A2WSGI = "bench.a2wsgi_web:application"
+ROUNDS = 2 if QUICK else 3
 PART = os.environ.get("BENCH_SSE_PART", "")  # "requests" or "streams": only that part
 
 
@@ -148,12 +150,12 @@ class Run:
     cpu_per_request: float
 
 
-def wrk(web_pid: int, url: str, headers: dict[str, str]) -> Run:
-    args = ["wrk", "-t2", "-c16", f"-d{WRK_SECONDS}s"]
+def wrk(web_pid: int, url: str, headers: dict[str, str], seconds: int = WRK_SECONDS) -> Run:
+    args = ["wrk", "-t2", "-c16", f"-d{seconds}s"]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
     before = workers_cpu(web_pid)
-    output = subprocess.run([*args, url], capture_output=True, text=True, timeout=WRK_SECONDS + 60, check=True).stdout
+    output = subprocess.run([*args, url], capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     cpu = workers_cpu(web_pid) - before
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
     latency = re.search(r"Latency\s+(\S+)", output)
@@ -205,22 +207,37 @@ def ordinary_requests(env: dict[str, str], log_dir: Path, team: BenchTeam) -> No
         "ThreadedWSGI": (f"{procfile_web} (WEB_THREADS {WEB_THREADS})", start_procfile_web),
         "a2wsgi": (f"the same, {APP_WITH_A2WSGI} (WSGIMiddleware, workers={WEB_THREADS})", start_a2wsgi_web),
     }
-    results: dict[str, dict[str, Run]] = {}
-    for name, (command, start) in shapes.items():
-        web, base_url = start(env, log_dir)
-        try:
-            results[name] = {what: wrk(web.pid, base_url + path, headers) for what, path, headers in requests_to_make}
-        finally:
+    if importlib.util.find_spec("a2wsgi") is None:  # not a dependency: `pip install a2wsgi` to compare
+        say("a2wsgi is not installed: its shape is left out")
+        del shapes["a2wsgi"]
+    # All three run side by side (idle but for the one measured) and take turns on each request,
+    # ROUNDS times, so that what else the machine does weighs on each alike; a shape's figure is
+    # its best round.
+    webs = {name: start(env, log_dir) for name, (_, start) in shapes.items()}
+    runs: dict[tuple[str, str], list[Run]] = {}
+    try:
+        for name, (command, _) in shapes.items():
+            say(f"web process {name}: {command}")
+            for _, path, headers in requests_to_make:  # warm: the first requests of a worker load code
+                wrk(webs[name][0].pid, webs[name][1] + path, headers, seconds=1)
+        for what, path, headers in requests_to_make:
+            for _ in range(ROUNDS):
+                for name, (web, base_url) in webs.items():
+                    runs.setdefault((name, what), []).append(wrk(web.pid, base_url + path, headers))
+    finally:
+        for web, _ in webs.values():
             web.stop()
-        say(f"web process {name}: {command}")
+    say(f"wrk -t2 -c16 -d{WRK_SECONDS}s on each, best of {ROUNDS} rounds taken in turn:")
     for what, _, _ in requests_to_make:
-        before = results["gthread"][what]
-        line = f"{what}: " + ", ".join(
-            f"{name} {run.rate:.0f} req/s (mean {run.latency}, CPU {ms(run.cpu_per_request)}/req{_errors(run)}"
-            + (f", {run.rate / before.rate:.2f}x gthread)" if name != "gthread" else ")")
-            for name, run in ((name, results[name][what]) for name in shapes)
+        best = {name: max(runs[name, what], key=lambda run: run.rate) for name in shapes}
+        say(
+            f"{what}: "
+            + ", ".join(
+                f"{name} {run.rate:.0f} req/s (mean {run.latency}, CPU {ms(run.cpu_per_request)}/req{_errors(run)}"
+                + (f", {run.rate / best['gthread'].rate:.2f}x gthread)" if name != "gthread" else ")")
+                for name, run in best.items()
+            )
         )
-        say(line)
 
 
 def _errors(run: Run) -> str:

@@ -619,6 +619,10 @@ QUOTA_WEBHOOK_ENDPOINTS = env_int("QUOTA_WEBHOOK_ENDPOINTS", 10, minimum=1)
 RATE_LIMIT_SUBMIT = env_rate("RATE_LIMIT_SUBMIT", "30/min")  # also the studio's Generate button
 RATE_LIMIT_ESTIMATE = env_rate("RATE_LIMIT_ESTIMATE", "120/min")
 RATE_LIMIT_UPLOAD = env_rate("RATE_LIMIT_UPLOAD", "30/min")
+# Webhook endpoints added or changed and deliveries sent again, API and settings page alike:
+# a new or changed URL is resolved (a DNS lookup), and each "send again" is a POST to a URL the
+# team chose, which must not turn Atelier into a way of flooding someone else's server.
+RATE_LIMIT_WEBHOOK = env_rate("RATE_LIMIT_WEBHOOK", "30/min")
 RATE_LIMIT_API = env_rate("RATE_LIMIT_API", "600/min")
 # One person's requests across all their keys and sessions together may reach this many times
 # each rate: a second key gives room (a deploy and a script side by side), fifty keys do not

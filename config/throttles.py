@@ -83,6 +83,7 @@ class RateScope(StrEnum):
     SUBMIT = "submit"  # new jobs and retries: both hold credits
     ESTIMATE = "estimate"
     UPLOAD = "upload"
+    WEBHOOK = "webhook"  # endpoints added or changed (a DNS lookup each) and "send again" (a POST out)
     API = "api"  # every other request
     SIGNUP = "signup"  # sign-ups, new verification links, password resets: each sends a mail
 

@@ -35,8 +35,8 @@ from generation.models import (
     StudioTab,
     WorkerHeartbeat,
 )
+from generation.services.archives import job_archive_open
 from generation.services.files import (
-    job_archive_open,
     output_download_name,
     output_label,
     poster_download_name,

@@ -6,16 +6,19 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q
 from django.test import Client
 from django.utils import timezone
 
 from credits.services import credits_capture
-from generation.models import GeneratedOutput, GenerationJob, WorkerHeartbeat
+from generation.models import GeneratedOutput, GenerationJob, JobEvent, WorkerHeartbeat
+from generation.services.events import event_data, job_event_record
 from generation.services.lifecycle import job_finish
 from generation.services.rescue import RESCUER_ROW, RescueReport, jobs_rescue
 from generation.services.retry import job_retry
 from generation.services.submit import JobSpec, job_submit
+from tests.factories import GenerationJobFactory
 
 
 def job_deliver(*, job: GenerationJob, indexes: Iterable[int]) -> None:
@@ -85,3 +88,23 @@ def signed_in(person) -> Client:  # type: ignore[no-untyped-def]
     client = Client()
     client.force_login(person.user)
     return client
+
+
+def announce(person, event_type: JobEvent.Type, job: GenerationJob | None = None) -> GenerationJob:  # type: ignore[no-untyped-def]
+    """A job event of the person's team, fanned out to its webhook endpoints as the pipeline does
+    it (in the transaction of the change: `job_event_record`). The job itself, unless given, has
+    ended and been seen: the pages show no activity of it."""
+    now = timezone.now()
+    job = job or GenerationJobFactory(
+        team=person.team, created_by=person.user, prompt="a paper boat", status=GenerationJob.Status.CANCELED,
+        finished_at=now, seen_at=now,
+    )  # fmt: skip
+    with transaction.atomic():
+        job_event_record(
+            job_id=job.id,
+            team_id=job.team_id,
+            type=event_type,
+            data=event_data(status="running", completed=0, total=1),
+            output_index=0 if event_type == JobEvent.Type.OUTPUT else None,
+        )
+    return job

@@ -30,6 +30,7 @@ _TEST_DEFAULTS = {
     "RATE_LIMIT_ESTIMATE": "100000/min",
     "RATE_LIMIT_UPLOAD": "100000/min",
     "RATE_LIMIT_API": "100000/min",
+    "RATE_LIMIT_WEBHOOK": "100000/min",
     "QUOTA_ACTIVE_JOBS": "1000",
     # Suites that run many jobs of one team at once; the fairness tests set a team's own cap.
     "TEAM_MAX_RUNNING_JOBS": "1000",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -42,13 +43,22 @@ def wait_serving(process: subprocess.Popen, base_url: str, log_path: Path) -> No
     wait_until(serving, timeout=300, interval=0.5, message="make run to serve")
 
 
-def stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen, port: int) -> None:
+    """Stop the whole tree and wait until nothing listens on the port: `make` itself exits at
+    once, while gunicorn's workers finish their shutdown (a second run must not find the first
+    one's web process still answering)."""
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
+
+    def port_free() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) != 0
+
+    wait_until(port_free, timeout=60, interval=0.2, message="the web process of make run to stop")
 
 
 def demo_state(clone: Path) -> tuple:
@@ -145,7 +155,7 @@ def test_make_run_from_a_fresh_clone_serves_the_api_and_runs_a_job(tmp_path: Pat
         with capsys.disabled():
             print(f"\n[figure] make run from a fresh clone: serving after {ready_seconds:.0f}s (install included)")
     finally:
-        stop(process)
+        stop(process, port)
 
     # A second `make run` changes nothing: the browser stays logged in, and the balance, the
     # ledger and the keys are as the first run and the job left them.
@@ -160,4 +170,4 @@ def test_make_run_from_a_fresh_clone_serves_the_api_and_runs_a_job(tmp_path: Pat
         assert before[1] == [(498, 0)]
         assert "498 credits" in browser.get(f"{base_url}/studio/", timeout=10).text  # still logged in
     finally:
-        stop(process)
+        stop(process, port)

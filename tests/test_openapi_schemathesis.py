@@ -123,7 +123,7 @@ def test_the_api_does_what_its_openapi_document_says(log_dir, tmp_path, capsys):
     csrf_token = get_random_string(32)
 
     env = child_environment(
-        **{f"RATE_LIMIT_{scope}": GENEROUS for scope in ("SUBMIT", "ESTIMATE", "UPLOAD", "API")},
+        **{f"RATE_LIMIT_{scope}": GENEROUS for scope in ("SUBMIT", "ESTIMATE", "UPLOAD", "API", "WEBHOOK")},
         QUOTA_ACTIVE_JOBS="100000",
         QUOTA_UPLOADS="100000",
         QUOTA_UPLOAD_MB="100000",

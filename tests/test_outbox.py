@@ -4,9 +4,11 @@ change, once, and fans out to the team's webhook endpoints in that transaction t
 from __future__ import annotations
 
 import pytest
+from django.db import connection, transaction
 from django.db.models import Q
 
 from generation.models import GenerationJob, JobEvent
+from generation.services.events import event_data, job_event_record
 from generation.services.lifecycle import job_cancel, job_finish
 from generation.services.pipeline import RunOutcome, job_run
 from generation.services.retry import job_retry
@@ -127,3 +129,31 @@ def test_each_event_gets_one_delivery_per_endpoint_of_the_team_that_wants_it(ali
     }
     assert WebhookDelivery.objects.filter(endpoint__enabled=False).count() == 0
     assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {WebhookDelivery.Status.PENDING}
+
+
+def test_a_database_gone_right_after_the_commit_leaves_the_delivery_to_the_sweeper(alice):
+    endpoint = WebhookEndpoint.objects.create(team=alice.team, url="http://127.0.0.1:9/all", secret="whsec_x")
+    job = new_job(alice)
+    after_ours: list[str] = []
+    try:
+        with transaction.atomic():
+            job_event_record(
+                job_id=job.id,
+                team_id=job.team_id,
+                type=JobEvent.Type.STARTED,
+                data=event_data(status="running", completed=0, total=3),
+            )
+            transaction.on_commit(lambda: after_ours.append("ran"))
+            # From the commit on, every statement of this connection fails, as with a database
+            # that went away: the announcement's write (dispatched_at) cannot be made.
+            with connection.cursor() as cursor:
+                cursor.execute("SET default_transaction_read_only = on")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET default_transaction_read_only = off")
+
+    # The change stands, nothing was raised into the code that made it, the callbacks after
+    # the announcement ran, and the sweeper finds the delivery unpublished.
+    assert after_ours == ["ran"]
+    delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+    assert (delivery.status, delivery.dispatched_at) == (WebhookDelivery.Status.PENDING, None)

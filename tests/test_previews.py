@@ -334,6 +334,11 @@ def test_the_preview_route_serves_the_teams_running_job_only(alice, charlie):
 
     outsider = charlie.client.get(f"{JOBS}/{job.id}/preview")
     assert outsider.status_code == 404 and outsider.json()["error"]["code"] == "NOT_FOUND"
+    # Running, but nothing shown yet: no preview either.
+    unshown = running_job(alice)
+    assert alice.client.get(f"{JOBS}/{unshown.id}").json()["preview"] is None
+    nothing = alice.client.get(f"{JOBS}/{unshown.id}/preview")
+    assert nothing.status_code == 404 and nothing.json()["error"]["code"] == "NOT_FOUND"
     # Queued again (its run paused): the row may still name a file, but nothing is shown.
     GenerationJob.objects.filter(id=job.id).update(status=GenerationJob.Status.QUEUED)
     assert alice.client.get(f"{JOBS}/{job.id}").json()["preview"] is None

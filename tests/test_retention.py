@@ -15,11 +15,13 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
+from credits.models import CreditAccount
+from credits.services import credits_account_lock
 from generation.models import (
     GeneratedOutput,
     GenerationJob,
@@ -30,11 +32,14 @@ from generation.models import (
     RetentionSweep,
     StudioTab,
 )
-from generation.services.files import archive_name_for, archive_store, poster_name_for
+from generation.services import retention
+from generation.services.files import archive_is_current, archive_name_for, archive_store, poster_name_for
 from generation.services.retention import DIED, retention_sweep
+from generation.services.submit import JobSpec, job_submit
 from tests.factories import GenerationJobFactory, InputAssetFactory, png_bytes
 from tests.processes import child_environment, start_beat, start_webhooks, wait_until
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from webhooks.services import delivery_resend
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
@@ -169,7 +174,35 @@ def test_an_orphan_and_an_old_zip_go_and_every_file_a_row_names_stays(alice, bob
 
 
 @pytest.mark.django_db
-def test_a_removed_zip_is_built_again_by_the_download(alice):
+def test_a_team_folder_is_judged_a_few_files_at_a_time_and_each_named_file_stays(alice, monkeypatch):
+    # Batches of 3 (200 in production): the rows are read for the files of each batch only, so
+    # a clip and its poster, a job's images and its zip, can be judged in different batches.
+    monkeypatch.setattr(retention, "BATCH", 3)
+    team = alice.team
+    job = finished_job_with_zip(team, finished=timezone.now() - 2 * DAY)
+    writing = running_job(team, total_outputs=1)
+    clip = stored(f"teams/{team.id}/jobs/{writing.id}/clip-1-c0de.mp4", age=2 * DAY, content=b"\x00\x00\x00 ftypisom")
+    poster = stored(poster_name_for(clip), age=2 * DAY)
+    GenerationJob.objects.filter(id=writing.id).update(pending_file=clip)
+    uploads = [upload(team, age=2 * DAY, colour=(n, 2 * n, 3 * n)) for n in range(4)]
+    orphans = [stored(f"teams/{team.id}/jobs/{job.id}/image-{n}-dead.png", age=2 * DAY) for n in range(3, 10)]
+
+    sweep = retention_sweep()
+
+    assert [name for name in orphans if there(name)] == []
+    kept = [
+        *(output.file.name for output in job.outputs.all()),
+        job.archive.name,
+        clip,
+        poster,
+        *(asset.file.name for asset in uploads),
+    ]
+    assert [name for name in kept if not there(name)] == []
+    assert sweep.removed["orphans"] == len(orphans) and sweep.error == ""
+
+
+@pytest.mark.django_db
+def test_a_removed_zip_is_built_again_by_the_download_stored_and_removed_again(alice):
     job = finished_job_with_zip(alice.team, finished=timezone.now() - 10 * DAY)
     images = [default_storage.open(output.file.name).read() for output in job.outputs.order_by("index")]
     stored_zip = alice.client.get(f"/api/v1/jobs/{job.id}/download")
@@ -182,6 +215,16 @@ def test_a_removed_zip_is_built_again_by_the_download(alice):
     assert rebuilt.status_code == 200
     assert rebuilt["Content-Type"] == "application/zip"
     assert zip_entries(rebuilt) == images
+    # The zip built for that download is stored and recorded: the next download is served it.
+    rebuilt_name = GenerationJob.objects.get(id=job.id).archive.name
+    assert archive_is_current(rebuilt_name) and rebuilt_name != job.archive.name and there(rebuilt_name)
+    assert zip_entries(alice.client.get(f"/api/v1/jobs/{job.id}/download")) == images
+    assert GenerationJob.objects.get(id=job.id).archive.name == rebuilt_name  # served, not built again
+
+    # Retention counts from the job's finish, not from the rebuild: the next sweep removes it too.
+    again = retention_sweep()
+    assert again.removed["zips"] == 1 and not there(rebuilt_name)
+    assert GenerationJob.objects.get(id=job.id).archive.name == ""
 
 
 @pytest.mark.django_db
@@ -259,6 +302,153 @@ def test_a_sweep_stands_down_while_another_runs_and_takes_over_from_one_that_die
     sweep = retention_sweep()
     assert not there(orphan) and sweep.removed["orphans"] == 1 and sweep.error == ""
     assert RetentionSweep.objects.get(id=running.id).error == DIED
+
+
+def lock_waits() -> int:
+    """Connections of the test database waiting on a row lock."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_sent_again_while_the_sweep_removes_it_stays(alice):
+    job = GenerationJobFactory(team=alice.team, status="succeeded", finished_at=timezone.now(), total_outputs=1)
+    endpoint = WebhookEndpoint.objects.create(team=alice.team, url="https://hooks.example.com/in", secret="whsec_x")
+    long_ago = timezone.now() - 40 * DAY
+    event = JobEvent.objects.create(job=job, team=alice.team, type=JobEvent.Type.SUCCEEDED, created_at=long_ago)
+    delivery = WebhookDelivery.objects.create(
+        endpoint=endpoint, event=event, status=WebhookDelivery.Status.FAILED, attempts=7, created_at=long_ago
+    )
+    resent, commit = threading.Event(), threading.Event()
+    sweeps: list[RetentionSweep] = []
+
+    def send_again() -> None:
+        # "Send again" (the service the API and the pages call), its transaction still open
+        # while the sweep reaches the delivery.
+        try:
+            with transaction.atomic():
+                delivery_resend(delivery_id=delivery.id)
+                resent.set()
+                commit.wait(timeout=30)
+        finally:
+            connection.close()
+
+    def sweep() -> None:
+        try:
+            sweeps.append(retention_sweep())
+        finally:
+            connection.close()
+
+    resender = threading.Thread(target=send_again)
+    resender.start()
+    assert resent.wait(timeout=30)
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    wait_until(lock_waits, timeout=30, message="the sweep waiting on the delivery being sent again")
+    commit.set()
+    resender.join(timeout=30)
+    sweeper.join(timeout=60)
+
+    assert len(sweeps) == 1 and sweeps[0].removed["deliveries"] == 0
+    assert WebhookDelivery.objects.get(id=delivery.id).status == WebhookDelivery.Status.PENDING
+    assert JobEvent.objects.filter(id=event.id).exists()
+
+
+def in_thread(work) -> threading.Thread:  # type: ignore[no-untyped-def]
+    """`work` on a thread of its own, with its own database connection (closed at the end)."""
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "inputs, field",
+    [
+        (lambda asset_id: {"kind": "edit", "inputs": {"source_asset_id": asset_id}}, "inputs.source_asset_id"),
+        (
+            lambda asset_id: {"inputs": {"references": [{"asset_id": asset_id, "weight": 0.5}]}},
+            "inputs.references.0.asset_id",
+        ),
+    ],
+)
+def test_a_job_submitted_with_an_upload_the_sweep_removes_meanwhile_is_refused_naming_the_field(alice, inputs, field):
+    old = upload(alice.team, age=40 * DAY, colour=(200, 40, 90))
+    account = CreditAccount.objects.get(team=alice.team)
+    held, release = threading.Event(), threading.Event()
+    answers: list = []
+
+    def another_submission() -> None:
+        # Holds the team's credit account as every submit of the team does while it stores its
+        # job: the submission below checks its inputs (the upload is there), then waits here.
+        with transaction.atomic():
+            credits_account_lock(team_id=alice.team.id)
+            held.set()
+            release.wait(timeout=30)
+
+    def submit() -> None:
+        body = {"prompt": "roses on the nails", **inputs(str(old.id))}
+        answers.append(alice.client.post("/api/v1/jobs", body, format="json"))
+
+    holder = in_thread(another_submission)
+    assert held.wait(timeout=30)
+    submitter = in_thread(submit)
+    wait_until(lock_waits, timeout=30, message="the submission waiting to store its job")
+
+    # Between the submission's check of its inputs and its job's row: the sweep removes the upload.
+    sweep = retention_sweep()
+    assert sweep.removed["uploads"] == 1 and not there(old.file.name)
+    release.set()
+    holder.join(timeout=30)
+    submitter.join(timeout=30)
+
+    [answer] = answers
+    assert answer.status_code == 400, answer.content
+    error = answer.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR" and error["details"][field] == ["No uploaded image with this id."]
+    assert not GenerationJob.objects.filter(team=alice.team).exists()
+    assert CreditAccount.objects.values_list("available", "held").get(id=account.id) == (
+        account.available, account.held,
+    )  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_old_upload_a_job_is_being_submitted_with_stays_and_the_job_keeps_it(alice):
+    old = upload(alice.team, age=40 * DAY, colour=(20, 140, 90))
+    checked, commit = threading.Event(), threading.Event()
+    jobs: list[GenerationJob] = []
+
+    def submit() -> None:
+        with transaction.atomic():
+            # The job's foreign keys checked as its rows are written (they are otherwise checked
+            # at the commit): the upload is held from here until the commit, as at a commit.
+            with connection.cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            spec = JobSpec(prompt="roses on the nails", kind="edit", source_asset_id=old.id)
+            jobs.append(job_submit(team=alice.team, user=alice.user, spec=spec).job)
+            checked.set()
+            commit.wait(timeout=30)
+
+    submitter = in_thread(submit)
+    assert checked.wait(timeout=30)
+    sweep = retention_sweep()
+    commit.set()
+    submitter.join(timeout=30)
+
+    assert sweep.removed["uploads"] == 0 and there(old.file.name)
+    [job] = jobs
+    assert GenerationJob.objects.get(id=job.id).source_asset_id == old.id
+    assert retention_sweep().removed["uploads"] == 0  # used by a job now: kept for good
 
 
 @pytest.mark.django_db(transaction=True)

@@ -276,20 +276,22 @@ def test_a_job_stores_its_images_and_zip_in_the_bucket_and_downloads_are_signed_
         assert requests.get(bucket.object_url(key), timeout=10).status_code == 403  # no image is public
 
 
-def test_a_zip_that_was_not_stored_is_built_from_the_bucket_on_download(web, bucket, alice):
+def test_a_one_image_jobs_zip_is_built_on_its_first_download_and_stored_in_the_bucket(web, bucket, alice):
     job = finished_job(web, alice, "A single lighthouse", count=1)
     assert not job.archive  # one image: no zip is stored when the job ends
     output = GeneratedOutput.objects.get(job=job)
 
     download = api(alice, "GET", f"{web}/api/v1/jobs/{job.id}/download")
 
-    assert download.status_code == 200
-    assert download.headers["Content-Type"] == "application/zip"
-    archive = zipfile.ZipFile(io.BytesIO(download.content))
+    job.refresh_from_db()
+    assert job.archive.name  # built, stored and recorded by the download
+    assert bucket.keys(f"{job_folder(job)}/") == {output.file.name, job.archive.name}
+    signed = signed_location(download, bucket, job.archive.name)
+    assert download.content == b""  # the web process sends no byte of the zip
+    archive = zipfile.ZipFile(io.BytesIO(requests.get(signed, timeout=10).content))
     name = output_download_name(prompt=job.prompt, index=0, mime=output.mime)
     assert archive.namelist() == [name]
     assert sha256(archive.read(name)) == output.sha256
-    assert bucket.keys(f"{job_folder(job)}/") == {output.file.name}  # a download only reads
 
 
 def test_a_clip_and_its_poster_live_in_the_bucket_and_the_bucket_serves_the_ranges_a_player_seeks(web, bucket, alice):
@@ -359,10 +361,46 @@ def test_a_retention_sweep_of_the_bucket_removes_an_orphan_an_old_zip_and_an_unu
     assert {orphan, zip_name, gone_upload}.isdisjoint(team_files)
     assert {*(output.file.name for output in outputs), kept_upload} == team_files  # what rows name stays
     assert not InputAsset.objects.filter(id=unused).exists()
-    # The zip is built again from the images in the bucket when someone downloads it.
+
+
+def test_a_zip_retention_removed_is_built_again_stored_in_the_bucket_and_served_as_a_signed_url(
+    web, bucket, bucket_here, alice
+):
+    job = finished_job(web, alice, "Harbour in the fog", count=2)
+    outputs = list(GeneratedOutput.objects.filter(job=job).order_by("index"))
+    first_zip = job.archive.name
+    long_ago = timezone.now() - timedelta(days=40)
+    GenerationJob.objects.filter(id=job.id).update(created_at=long_ago, finished_at=long_ago)
+    bucket_here()
+    assert retention_sweep().removed["zips"] == 1
+    assert bucket.keys(f"{job_folder(job)}/") == {output.file.name for output in outputs}  # the zip is gone
+
     download = api(alice, "GET", f"{web}/api/v1/jobs/{job.id}/download")
-    assert download.status_code == 200
-    assert len(zipfile.ZipFile(io.BytesIO(download.content)).namelist()) == 2
+
+    rebuilt = GenerationJob.objects.get(id=job.id).archive.name
+    assert rebuilt and rebuilt != first_zip  # built again, stored and recorded by the download
+    assert bucket.keys(f"{job_folder(job)}/") == {*(output.file.name for output in outputs), rebuilt}
+    signed = signed_location(download, bucket, rebuilt)
+    assert download.content == b""  # the web process sends no byte of the zip: the bucket does
+    served = requests.get(signed, timeout=10)
+    assert served.headers["Content-Disposition"] == 'attachment; filename="harbour-in-the-fog.zip"'
+    archive = zipfile.ZipFile(io.BytesIO(served.content))
+    assert archive.namelist() == ["harbour-in-the-fog-1.png", "harbour-in-the-fog-2.png"]
+    assert [sha256(archive.read(entry)) for entry in archive.namelist()] == [output.sha256 for output in outputs]
+
+    # The next downloads, the team's and the operator's, are served the stored zip: none builds another.
+    signed_location(api(alice, "GET", f"{web}/api/v1/jobs/{job.id}/download"), bucket, rebuilt)
+    User.objects.create_superuser(email="ops@example.com", password="operator-password")
+    operator = Client()
+    operator.login(email="ops@example.com", password="operator-password")
+    by_operator = operator.get(f"/admin/generation/generationjob/{job.id}/download/")
+    assert by_operator.status_code == 302 and by_operator["Location"].startswith(bucket.object_url(rebuilt) + "?")
+    assert GenerationJob.objects.get(id=job.id).archive.name == rebuilt
+    assert bucket.keys(f"{job_folder(job)}/") == {*(output.file.name for output in outputs), rebuilt}
+
+    # Retention counts from the job's finish: the rebuilt zip goes with the next sweep.
+    assert retention_sweep().removed["zips"] == 1
+    assert bucket.keys(f"{job_folder(job)}/") == {output.file.name for output in outputs}
 
 
 # --- expiry -------------------------------------------------------------------------------------

@@ -9,15 +9,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import transaction
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from generation.models import GenerationJob, JobEvent
-from generation.services.events import event_data, job_event_record
-from tests.factories import GenerationJobFactory
+from generation.models import JobEvent
 from tests.fakes.webhook_receiver import Answer, Scripted, WebhookReceiver
-from tests.helpers import signed_in
+from tests.helpers import announce, signed_in
+from webhooks.endpoints import DeliveryGone, endpoint_delivery_resend
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from webhooks.services import SendOutcome, delivery_send
 
@@ -41,21 +39,6 @@ def create(person, **body) -> dict:  # type: ignore[no-untyped-def]
 
 def error_of(response) -> dict:  # type: ignore[no-untyped-def]
     return response.json()["error"]
-
-
-def announce(person, event_type: JobEvent.Type, job: GenerationJob | None = None) -> GenerationJob:  # type: ignore[no-untyped-def]
-    """A job of the person's team and one of its events, fanned out as the pipeline does (in the
-    transaction of the change: `job_event_record`)."""
-    job = job or GenerationJobFactory(team=person.team, created_by=person.user)
-    with transaction.atomic():
-        job_event_record(
-            job_id=job.id,
-            team_id=job.team_id,
-            type=event_type,
-            data=event_data(status="succeeded", completed=1, total=1),
-            output_index=0 if event_type == JobEvent.Type.OUTPUT else None,
-        )
-    return job
 
 
 # --- Creating an endpoint -----------------------------------------------------------------------
@@ -358,3 +341,76 @@ def test_send_again_to_a_disabled_endpoint_is_refused_until_it_is_enabled(alice)
     response = alice.client.post(f"/api/v1/webhooks/{endpoint_id}/deliveries/{delivery.id}/resend")
     assert response.status_code == 202
     assert WebhookDelivery.objects.get(id=delivery.id).status == WebhookDelivery.Status.PENDING
+
+
+def test_send_again_of_a_delivery_deleted_since_it_was_read_is_not_found(alice):
+    endpoint_id = create(alice)["id"]
+    announce(alice, JobEvent.Type.SUCCEEDED)
+    delivery = WebhookDelivery.objects.select_related("endpoint").get()
+    endpoint = delivery.endpoint
+    # What the view read a moment ago, then removed by retention (or by another tab, with its
+    # endpoint): "send again" answers 404 in the API's words, not a server error.
+    WebhookDelivery.objects.filter(id=delivery.id).delete()
+    with pytest.raises(DeliveryGone) as gone:
+        endpoint_delivery_resend(endpoint=endpoint, delivery=delivery)
+    assert (gone.value.status_code, gone.value.code) == (404, "NOT_FOUND")
+
+    WebhookEndpoint.objects.filter(id=endpoint_id).delete()
+    with pytest.raises(DeliveryGone):
+        endpoint_delivery_resend(endpoint=endpoint, delivery=delivery)
+
+
+# --- Rate limit (RATE_LIMIT_WEBHOOK) --------------------------------------------------------------
+
+
+def assert_throttled(response) -> None:  # type: ignore[no-untyped-def]
+    """A 429 in the API's error shape whose Retry-After and details agree, as every scope's."""
+    assert response.status_code == 429, response.content
+    error = error_of(response)
+    assert error["code"] == "THROTTLED"
+    assert response["Retry-After"] == str(error["details"]["wait"]) and int(response["Retry-After"]) >= 1
+
+
+def test_adding_and_changing_endpoints_have_the_webhook_limit_and_a_refused_one_changes_nothing(alice, settings):
+    settings.RATE_LIMIT_WEBHOOK = "2/min"
+    endpoint_id = create(alice)["id"]
+    changed = alice.client.patch(f"/api/v1/webhooks/{endpoint_id}", {"description": "orders"}, format="json")
+    assert changed.status_code == 200
+
+    assert_throttled(alice.client.post("/api/v1/webhooks", {"url": f"{HOOK_URL}/2"}, format="json"))
+    assert_throttled(alice.client.patch(f"/api/v1/webhooks/{endpoint_id}", {"url": f"{HOOK_URL}/moved"}, format="json"))
+
+    assert list(WebhookEndpoint.objects.filter(team=alice.team).values_list("url", "description")) == [
+        (HOOK_URL, "orders")
+    ]
+    # Reading is not a webhook change: the general API limit still lets it through.
+    assert alice.client.get("/api/v1/webhooks").status_code == 200
+    assert alice.client.get(f"/api/v1/webhooks/{endpoint_id}").status_code == 200
+
+
+def test_send_again_has_the_webhook_limit_and_a_refused_one_sends_nothing(alice, settings):
+    settings.RATE_LIMIT_WEBHOOK = "2/min"  # the endpoint's creation is the first
+    endpoint_id = create(alice)["id"]
+    announce(alice, JobEvent.Type.SUCCEEDED)
+    delivery = WebhookDelivery.objects.get()
+    failed = WebhookDelivery.objects.filter(id=delivery.id)
+    failed.update(status=WebhookDelivery.Status.FAILED, attempts=3)
+    resend = f"/api/v1/webhooks/{endpoint_id}/deliveries/{delivery.id}/resend"
+    assert alice.client.post(resend).status_code == 202
+    failed.update(status=WebhookDelivery.Status.FAILED, attempts=3)
+
+    assert_throttled(alice.client.post(resend))
+
+    assert failed.values_list("status", "attempts").get() == (WebhookDelivery.Status.FAILED, 3)
+    assert alice.client.get(f"/api/v1/webhooks/{endpoint_id}/deliveries").status_code == 200
+
+
+def test_the_schema_shows_429_on_the_webhook_writes(anonymous):
+    paths = anonymous.get("/api/schema/", HTTP_ACCEPT="application/json").json()["paths"]
+    for path, method in [
+        ("/api/v1/webhooks", "post"),
+        ("/api/v1/webhooks/{endpoint_id}", "patch"),
+        ("/api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/resend", "post"),
+    ]:
+        refused = paths[path][method]["responses"]["429"]
+        assert "THROTTLED" in refused["description"] and "Retry-After" in refused["headers"]

@@ -106,6 +106,8 @@ def public_links(answer: object) -> object:
         ("http://[::ffff:127.0.0.1]/hooks", "an IPv6 form of 127.0.0.1, a loopback address"),
         ("http://[64:ff9b::a00:1]/hooks", "an IPv6 form of 10.0.0.1, a private address"),
         ("http://[ff02::1]/hooks", "a multicast address"),
+        ("http://[fec0::1]/hooks", "fec0::1 is a site-local address"),
+        ("http://192.0.0.8/hooks", "192.0.0.8 is a private address"),
         ("http://2130706433/hooks", "resolves to 127.0.0.1"),  # 127.0.0.1 written as one number
         ("ftp://hooks.example.com/", "Only http and https URLs can receive webhooks."),
         ("https://user:secret@8.8.8.8/hooks", "must not carry a user name or password"),
@@ -216,6 +218,7 @@ def test_send_again_repeats_the_same_event_with_the_same_webhook_id(fast_provide
     assert delivery_send(delivery_id=delivery.id) == SendOutcome.DELIVERED
 
     resent = delivery_resend(delivery_id=delivery.id)
+    assert resent is not None
     assert (resent.status, resent.attempts) == (WebhookDelivery.Status.PENDING, 0)
     assert resent.dispatched_at is not None  # published for a sender to take
     assert delivery_send(delivery_id=delivery.id) == SendOutcome.DELIVERED
@@ -317,6 +320,51 @@ def test_a_429_retry_after_longer_than_the_schedule_is_honoured(settings, fast_p
     delivery.refresh_from_db()
     wait = delivery.next_attempt_at - attempts_of(delivery)[-1].started_at
     assert timedelta(hours=5) < wait <= timedelta(seconds=services.MAX_RETRY_AFTER_SECONDS + 1)  # capped
+
+
+def test_a_retry_after_of_other_digits_than_ascii_is_ignored_and_the_attempt_recorded(
+    settings, fast_provider, alice, receiver
+):
+    settings.WEBHOOK_RETRY_SCHEDULE = [60.0]
+    endpoint = endpoint_at(alice, f"{receiver.url}/hooks", events=[JobEvent.Type.SUCCEEDED])
+    # "²" is a digit to str.isdigit, not to float(): read as a number, it crashed the sender
+    # before the attempt was recorded, and the sweeper woke the delivery again without end.
+    receiver.script("/hooks", Scripted(Answer(503, headers={"Retry-After": "\u00b2"})))
+    finished_job(alice)
+    delivery = delivery_of(endpoint)
+
+    assert delivery_send(delivery_id=delivery.id) == SendOutcome.RETRY_SCHEDULED
+    delivery.refresh_from_db()
+    [attempt] = attempts_of(delivery)
+    assert (delivery.status, delivery.last_status_code, attempt.status_code) == ("pending", 503, 503)
+    assert 55 <= (delivery.next_attempt_at - attempt.started_at).total_seconds() <= 65  # the schedule's wait
+    assert WebhookEndpoint.objects.get(id=endpoint.id).consecutive_failures == 1
+
+
+class DeletingReceiver(WebhookReceiver):
+    """A receiver whose team deletes the endpoint while the request is on its way."""
+
+    def default_answer(self, request):  # type: ignore[no-untyped-def]
+        try:
+            WebhookEndpoint.objects.filter(url__endswith="/hooks").delete()
+        finally:
+            connection.close()  # the server thread's own connection
+        return super().default_answer(request)
+
+
+def test_an_endpoint_deleted_during_an_attempt_ends_the_attempt_quietly(fast_provider, alice):
+    server = DeletingReceiver().start()
+    try:
+        endpoint = endpoint_at(alice, f"{server.url}/hooks", events=[JobEvent.Type.SUCCEEDED])
+        finished_job(alice)
+        delivery = delivery_of(endpoint)
+
+        assert delivery_send(delivery_id=delivery.id) == SendOutcome.DELIVERED
+    finally:
+        server.stop()
+    assert len(server.received("/hooks")) == 1
+    assert not WebhookDelivery.objects.filter(id=delivery.id).exists()
+    assert not WebhookAttempt.objects.exists()
 
 
 def test_no_answer_is_retried_on_the_schedule_and_the_schedule_used_up_fails_it(

@@ -12,20 +12,17 @@ from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.db import transaction
 from django.test import Client
-from django.utils import timezone
 from django.utils.html import escape
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
 from standardwebhooks import Webhook
 
 from accounts.models import User
-from generation.models import GenerationJob, JobEvent
-from generation.services.events import event_data, job_event_record
+from generation.models import JobEvent
 from tests.browser import DESKTOP, PHONE, SLOW, PolicyWatch, log_in, screenshot
-from tests.factories import GenerationJobFactory, UserFactory
+from tests.factories import UserFactory
 from tests.fakes.webhook_receiver import Answer, Scripted, WebhookReceiver
-from tests.helpers import signed_in
+from tests.helpers import announce, signed_in
 from webhooks.endpoints import endpoint_create
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 from webhooks.services import SendOutcome, delivery_send
@@ -38,25 +35,6 @@ def receiver() -> Iterator[WebhookReceiver]:
     server = WebhookReceiver().start()
     yield server
     server.stop()
-
-
-def announce(person, event_type: JobEvent.Type, job: GenerationJob | None = None) -> GenerationJob:  # type: ignore[no-untyped-def]
-    """A job event of the person's team, fanned out as the pipeline does it (`job_event_record`).
-    The job itself has ended and been seen: the pages show no activity of it."""
-    now = timezone.now()
-    job = job or GenerationJobFactory(
-        team=person.team, created_by=person.user, prompt="a paper boat", status=GenerationJob.Status.CANCELED,
-        finished_at=now, seen_at=now,
-    )  # fmt: skip
-    with transaction.atomic():
-        job_event_record(
-            job_id=job.id,
-            team_id=job.team_id,
-            type=event_type,
-            data=event_data(status="running", completed=0, total=1),
-            output_index=0 if event_type == JobEvent.Type.OUTPUT else None,
-        )
-    return job
 
 
 def send_all(endpoint: WebhookEndpoint) -> list[SendOutcome]:
@@ -173,6 +151,31 @@ def test_the_notice_reads_one_row_and_never_writes(alice, charlie, django_assert
     page = signed_in(alice).get("/collection/").content.decode()
     assert 'data-testid="webhook-notice"' in page and HOOK_URL in page
     assert 'data-testid="webhook-notice"' not in signed_in(charlie).get("/collection/").content.decode()
+
+
+@pytest.mark.django_db
+def test_adding_changing_and_sending_again_on_the_pages_have_the_webhook_limit(alice, settings):
+    settings.RATE_LIMIT_WEBHOOK = "1/min"
+    browser = signed_in(alice)
+    assert browser.post("/settings/webhooks/", {"url": HOOK_URL, "form_token": "a" * 32}).status_code == 200
+    endpoint = WebhookEndpoint.objects.get()
+    announce(alice, JobEvent.Type.SUCCEEDED)
+    failed = WebhookDelivery.objects.filter(endpoint=endpoint)
+    failed.update(status=WebhookDelivery.Status.FAILED, attempts=3)
+
+    added = browser.post("/settings/webhooks/", {"url": f"{HOOK_URL}/2", "form_token": "b" * 32})
+    assert added.status_code == 429 and int(added["Retry-After"]) >= 1
+    assert "Too many endpoint changes in a short time; try again in" in added.content.decode()
+    assert f'value="{HOOK_URL}/2"' in added.content.decode()  # the form comes back as it was sent
+    changed = browser.post(f"/settings/webhooks/{endpoint.id}/", {"url": f"{HOOK_URL}/moved"})
+    assert changed.status_code == 429 and int(changed["Retry-After"]) >= 1
+    assert "Too many endpoint changes in a short time; try again in" in changed.content.decode()
+    resent = browser.post(f"/settings/webhooks/{endpoint.id}/deliveries/{failed.get().id}/resend/", follow=True)
+    assert resent.redirect_chain == [(f"/settings/webhooks/{endpoint.id}/", 302)]  # a reload sends nothing
+    assert "Too many deliveries sent again in a short time; try again in" in resent.content.decode()
+
+    assert list(WebhookEndpoint.objects.values_list("url", flat=True)) == [HOOK_URL]
+    assert failed.values_list("status", "attempts").get() == (WebhookDelivery.Status.FAILED, 3)
 
 
 # --- The page in a browser --------------------------------------------------------------------------
@@ -361,3 +364,21 @@ def test_send_again_in_the_admin_needs_the_change_permission(alice, receiver):
     assert WebhookDelivery.objects.get(id=delivery.id).status == WebhookDelivery.Status.PENDING
     assert send_all(endpoint) == [SendOutcome.DELIVERED]
     assert [payload["type"] for payload in receiver.verified(secret, "/hooks")] == ["job.succeeded"] * 2
+
+
+@pytest.mark.django_db
+def test_send_again_in_the_admin_is_for_operators_and_not_rate_limited(alice, settings):
+    settings.RATE_LIMIT_WEBHOOK = "1/min"
+    endpoint, _ = endpoint_create(team=alice.team, user=alice.user, url=HOOK_URL)
+    announce(alice, JobEvent.Type.SUCCEEDED)
+    announce(alice, JobEvent.Type.FAILED)
+    deliveries = WebhookDelivery.objects.filter(endpoint=endpoint)
+    deliveries.update(status=WebhookDelivery.Status.FAILED, attempts=3)
+    changer = operator("view_webhookdelivery", "change_webhookdelivery")
+
+    for delivery_id in deliveries.order_by("id").values_list("id", flat=True):
+        action = {"action": "send_again", "_selected_action": [delivery_id]}
+        response = changer.post("/admin/webhooks/webhookdelivery/", action, follow=True)
+        assert "1 delivery(ies) sent again." in response.content.decode()
+
+    assert set(deliveries.values_list("status", flat=True)) == {WebhookDelivery.Status.PENDING}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
@@ -17,7 +18,15 @@ from django.utils import timezone
 
 from accounts.models import User
 from generation.models import GeneratedOutput, GenerationJob
-from generation.services.files import archive_name_for, archive_store, output_download_name, prompt_slug
+from generation.services.archives import job_archive_open
+from generation.services.files import (
+    archive_is_current,
+    archive_name_for,
+    archive_store,
+    job_folder,
+    output_download_name,
+    prompt_slug,
+)
 from generation.services.retry import job_retry
 from tests.factories import GenerationJobFactory, png_bytes
 from tests.helpers import signed_in
@@ -82,9 +91,14 @@ def test_a_date_in_the_servers_zone_and_never_before_the_zip_epoch(alice, settin
     assert (entry.filename, entry.date_time) == ("winter-1.png", (2026, 1, 11, 0, 30, 0))
 
 
-def unzipped(response) -> zipfile.ZipFile:  # type: ignore[no-untyped-def]
+def zip_chunks(response) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """The zip a download answered with, as sent."""
     assert (response.status_code, response["Content-Type"]) == (200, "application/zip")
-    return zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    return list(response.streaming_content)
+
+
+def unzipped(response) -> zipfile.ZipFile:  # type: ignore[no-untyped-def]
+    return zipfile.ZipFile(io.BytesIO(b"".join(zip_chunks(response))))
 
 
 @pytest.fixture
@@ -117,7 +131,12 @@ def test_the_team_and_the_operator_download_the_stored_zip_under_the_prompts_nam
         assert zipfile.ZipFile(io.BytesIO(body)).namelist() == [f"golden-roses-at-dusk-{n}.png" for n in (1, 2, 3)]
 
 
-def test_a_zip_stored_with_the_old_entry_names_is_built_afresh_and_left_alone(alice, operator):
+def zips_in_folder(job: GenerationJob) -> list[str]:
+    _, files = default_storage.listdir(job_folder(job))
+    return sorted(f"{job_folder(job)}/{name}" for name in files if name.endswith(".zip"))
+
+
+def test_a_zip_stored_with_the_old_entry_names_is_built_afresh_and_stored_in_its_place(alice, operator):
     job = job_with_images(alice.team, "harbour at dawn", [timezone.now()] * 2)
     old_name = f"teams/{alice.team.id}/jobs/{job.id}/images-0a1b2c3d.zip"  # before the entries were named
     old = io.BytesIO()
@@ -134,8 +153,88 @@ def test_a_zip_stored_with_the_old_entry_names_is_built_afresh_and_left_alone(al
         stored = [default_storage.open(output.file.name).read() for output in job.outputs.order_by("index")]
         assert [archive.read(name) for name in archive.namelist()] == stored
     job.refresh_from_db()
-    assert job.archive.name == old_name  # a download reads: the old zip is neither replaced nor deleted
-    assert default_storage.open(old_name).read() == old.getvalue()
+    assert archive_is_current(job.archive.name)  # the first download stored today's zip, the second served it
+    assert zips_in_folder(job) == [job.archive.name]  # and the old one, which nothing serves, is gone
+
+
+def test_a_finished_job_without_a_zip_stores_the_zip_its_first_download_builds(alice, operator):
+    job = job_with_images(alice.team, "Lanterns on the river", [timezone.now()] * 2)
+    assert not job.archive
+
+    first = alice.client.get(f"/api/v1/jobs/{job.id}/download")
+    body = b"".join(zip_chunks(first))
+    job.refresh_from_db()
+    assert archive_is_current(job.archive.name)  # recorded as the job's zip
+    assert default_storage.open(job.archive.name).read() == body  # what the download sent is what was stored
+
+    for again in downloads(alice, operator, job):  # the team again, and the operator: served as stored
+        assert b"".join(zip_chunks(again)) == body
+    assert GenerationJob.objects.get(id=job.id).archive.name == job.archive.name  # not built a second time
+    assert zips_in_folder(job) == [job.archive.name]
+
+
+def test_a_one_image_job_stores_its_zip_like_any_other(alice):
+    job = job_with_images(alice.team, "A single lighthouse", [timezone.now()])
+
+    download = alice.client.get(f"/api/v1/jobs/{job.id}/download")
+
+    assert unzipped(download).namelist() == ["a-single-lighthouse-1.png"]
+    job.refresh_from_db()
+    assert zips_in_folder(job) == [job.archive.name]
+
+
+def test_a_running_jobs_zip_is_built_for_the_download_and_not_stored(alice):
+    job = job_with_images(alice.team, "Storm coming", [timezone.now()])
+    GenerationJob.objects.filter(id=job.id).update(
+        status="running", total_outputs=3, finished_at=None, lease_owner="worker-token",
+        lease_expires_at=timezone.now() + timedelta(hours=1), started_at=timezone.now(),
+    )  # fmt: skip
+
+    download = alice.client.get(f"/api/v1/jobs/{job.id}/download")
+
+    assert unzipped(download).namelist() == ["storm-coming-1.png"]  # the images it has so far
+    assert GenerationJob.objects.get(id=job.id).archive.name == ""  # more may come: the pipeline stores the zip
+    assert zips_in_folder(job) == []
+
+
+def test_two_downloads_at_once_keep_one_zip_and_the_later_one_serves_the_first(alice):
+    job = job_with_images(alice.team, "Twin peaks", [timezone.now()] * 2)
+    read_before = GenerationJob.objects.get(id=job.id)  # a download that read the job before the other stored
+
+    alice.client.get(f"/api/v1/jobs/{job.id}/download")
+    winner = GenerationJob.objects.get(id=job.id).archive.name
+    late = job_archive_open(job=read_before)
+
+    assert (late.stored_name, late.built) == (winner, None)  # the zip recorded first is served
+    assert GenerationJob.objects.get(id=job.id).archive.name == winner
+    assert zips_in_folder(job) == [winner]  # the later download deleted its own
+
+
+def test_when_the_zip_cannot_be_stored_the_download_still_gets_it(alice, caplog):
+    job = job_with_images(alice.team, "Gulls over the pier", [timezone.now()] * 2)
+    images = [default_storage.open(output.file.name).read() for output in job.outputs.order_by("index")]
+    # The images live elsewhere (a retry's carried-over images live in the first job's folder),
+    # and the job's own folder cannot take a file: a plain file holds its place (root ignores
+    # permissions), so the zip's write fails for real.
+    for output, content in zip(job.outputs.order_by("index"), images, strict=True):
+        moved = default_storage.save(
+            f"teams/{alice.team.id}/jobs/elsewhere/image-{output.index + 1}.png", ContentFile(content)
+        )
+        default_storage.delete(output.file.name)
+        GeneratedOutput.objects.filter(id=output.id).update(file=moved)
+    folder = Path(default_storage.path(job_folder(job)))
+    folder.rmdir()
+    folder.write_text("not a folder")
+    try:
+        with caplog.at_level("WARNING", logger="generation.services.archives"):
+            download = alice.client.get(f"/api/v1/jobs/{job.id}/download")
+
+        archive = unzipped(download)
+        assert [archive.read(name) for name in archive.namelist()] == images  # built here and sent
+        assert GenerationJob.objects.get(id=job.id).archive.name == ""  # nothing recorded
+        assert "could not be stored" in caplog.text
+    finally:
+        folder.unlink()
 
 
 def test_images_a_retry_carried_over_keep_the_date_they_were_made_in_the_zip(alice, operator, settings):

@@ -43,6 +43,11 @@ _URL_PUNCTUATION = "!$&'()*+,/:;=?@%~"
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
 # NAT64's well-known prefix (RFC 6052): the IPv4 address in the last 32 bits is what it reaches.
 _NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+# Not global, yet public to this Python's `ipaddress` (3.11): IETF protocol assignments (RFC 6890;
+# only its tail /29 is in `is_private`) and IPv6 site-local addresses (deprecated, still routed
+# inside some networks).
+_PROTOCOL_ASSIGNMENTS = ipaddress.ip_network("192.0.0.0/24")
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
 
 
 class AddressRefused(Exception):
@@ -96,7 +101,9 @@ def address_kind(address: IPAddress) -> str | None:
         return "an unspecified address"
     if address in _SHARED_ADDRESS_SPACE:
         return "a shared (carrier-grade NAT) address"
-    if address.is_private:
+    if address in _SITE_LOCAL:
+        return "a site-local address"
+    if address.is_private or address in _PROTOCOL_ASSIGNMENTS:
         return "a private address"
     if address.is_reserved or not address.is_global:
         return "a reserved address, not a public one"

@@ -16,7 +16,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from generation.models import JobEvent
-from webhooks.endpoints import EndpointDisabled, endpoint_delivery_resend, endpoint_disable, endpoint_enable
+from webhooks.endpoints import (
+    DeliveryGone,
+    EndpointDisabled,
+    endpoint_delivery_resend,
+    endpoint_disable,
+    endpoint_enable,
+)
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from webhooks.payloads import webhook_id
 
@@ -172,12 +178,14 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     # which a view-only operator lacks. Django re-checks it on every POST of the action.
     @admin.action(description="Send the selected deliveries again", permissions=["change"])
     def send_again(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        sent = skipped = 0
+        sent = skipped = gone = 0
         for delivery in queryset.select_related("endpoint"):
             try:
                 endpoint_delivery_resend(endpoint=delivery.endpoint, delivery=delivery)
             except EndpointDisabled:
                 skipped += 1
+            except DeliveryGone:
+                gone += 1  # deleted meanwhile, with its endpoint or by retention
             else:
                 sent += 1
         self.message_user(request, f"{sent} delivery(ies) sent again.")
@@ -185,3 +193,5 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
             self.message_user(
                 request, f"{skipped} skipped: their endpoint is disabled (enable it first).", messages.WARNING
             )
+        if gone:
+            self.message_user(request, f"{gone} skipped: deleted meanwhile.", messages.WARNING)

@@ -3,6 +3,8 @@ delivery logs and "send again". Thin views over webhooks/endpoints.py and webhoo
 
 Any member of the team may manage its endpoints, with a session or an API key: an endpoint
 receives what the team's jobs do, which whoever holds a key can read through the API anyway.
+Adding an endpoint, changing one and "send again" count against RATE_LIMIT_WEBHOOK (a URL is
+resolved, or POSTed to), the rest against RATE_LIMIT_API.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from accounts.permissions import request_team
 from accounts.quotas import QuotaExceeded
 from config.pagination import BoundedLimitOffsetPagination
 from config.schema import error_responses
+from config.throttles import RateScope
 from webhooks.endpoints import (
     EndpointDisabled,
     endpoint_create,
@@ -74,6 +77,7 @@ def _person(request: Request) -> User:
 
 class WebhookListCreateView(APIView):
     pagination_class = BoundedLimitOffsetPagination  # GET; the schema shows the page's envelope
+    throttle_scopes = {"POST": RateScope.WEBHOOK}  # a new URL is resolved; the list is a read
 
     @extend_schema(
         summary="The team's webhook endpoints, oldest first (never their secrets)",
@@ -109,6 +113,8 @@ class WebhookListCreateView(APIView):
 
 
 class WebhookDetailView(APIView):
+    throttle_scopes = {"PATCH": RateScope.WEBHOOK}  # a changed URL is resolved again
+
     @extend_schema(summary="A webhook endpoint (never its secret)", responses={200: WebhookEndpointSerializer})
     def get(self, request: Request, endpoint_id: UUID) -> Response:
         return Response(WebhookEndpointSerializer(_endpoint(request, endpoint_id)).data)
@@ -151,6 +157,8 @@ class WebhookDeliveryListView(APIView):
 
 
 class WebhookDeliveryResendView(APIView):
+    throttle_scopes = {"POST": RateScope.WEBHOOK}  # each one is a POST to the team's URL
+
     @extend_schema(
         summary="Send a delivery again (202): the same event and webhook-id, a new round of attempts",
         description="A delivery being attempted right now is left to that attempt.",

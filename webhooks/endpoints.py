@@ -45,6 +45,13 @@ class EndpointDisabled(ServiceError):
     code = "ENDPOINT_DISABLED"
 
 
+class DeliveryGone(ServiceError):
+    """ "Send again" of a delivery deleted since it was read (with its endpoint, or by retention)."""
+
+    status_code = 404
+    code = "NOT_FOUND"
+
+
 def endpoint_secret_new() -> str:
     """A signing secret in the Standard Webhooks form: `whsec_` and base64 of random bytes."""
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
@@ -166,10 +173,16 @@ def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
 
 def endpoint_delivery_resend(*, endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> WebhookDelivery:
     """ "Send again" a delivery of the endpoint (the caller found both in the team). Refused with
-    EndpointDisabled while the endpoint is disabled: the attempt would only record "not sent"."""
+    EndpointDisabled while the endpoint is disabled: the attempt would only record "not sent";
+    DeliveryGone when the endpoint or the delivery was deleted since the caller read them."""
     if delivery.endpoint_id != endpoint.id:
         raise ValueError("the delivery belongs to another endpoint")
-    endpoint.refresh_from_db(fields=["enabled", "disabled_reason"])
-    if not endpoint.enabled:
+    enabled = WebhookEndpoint.objects.filter(id=endpoint.id).values_list("enabled", flat=True).first()
+    if enabled is None:
+        raise DeliveryGone("The webhook endpoint was deleted.")
+    if not enabled:
         raise EndpointDisabled("The endpoint is disabled: enable it first, then send the delivery again.")
-    return delivery_resend(delivery_id=delivery.id)
+    resent = delivery_resend(delivery_id=delivery.id)
+    if resent is None:
+        raise DeliveryGone("The delivery no longer exists: old deliveries leave the log after a while.")
+    return resent

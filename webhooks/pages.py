@@ -1,6 +1,8 @@
 """The webhooks settings page (/settings/webhooks/): the team's endpoints and their states, a form
 to add one (its secret shown once), and per endpoint its settings, enable/disable, delete and the
-delivery log with "Send again". The writes are webhooks/endpoints.py's, as for the API."""
+delivery log with "Send again". The writes are webhooks/endpoints.py's, as for the API, and so
+is the rate limit on adding, changing and sending again (RATE_LIMIT_WEBHOOK): a refused one says
+so and changes nothing."""
 
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from config.errors import ServiceError, ValidationFailed
+from config.throttles import RateScope, rate_limit_wait
 from generation.models import JobEvent
 from generation.pages.context import page_team, page_user
+from generation.pages.limits import too_many_message, too_many_response
 from webhooks.endpoints import (
     DESCRIPTION_MAX,
     URL_MAX,
@@ -154,6 +158,15 @@ def duration_words(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
+def _limit_wait(request: HttpRequest, what: str) -> int | None:
+    """The API's webhook limit (a URL resolved, or POSTed to), shared with it: None when within
+    it, else the seconds to wait, with the message for the page already queued."""
+    wait = rate_limit_wait(request, RateScope.WEBHOOK)
+    if wait is not None:
+        messages.error(request, too_many_message(wait, what))
+    return wait
+
+
 def _endpoint_or_404(request: HttpRequest, endpoint_id: UUID) -> WebhookEndpoint:
     endpoint = endpoint_for_team(team=page_team(request), endpoint_id=endpoint_id)
     if endpoint is None:
@@ -171,7 +184,8 @@ def webhooks_page(request: HttpRequest) -> HttpResponse:
     created: tuple[WebhookEndpoint, str] | None = None
     resent = False
     status = 200
-    if request.method == "POST":
+    wait = _limit_wait(request, "endpoint changes") if request.method == "POST" else None
+    if wait is None and request.method == "POST":
         sent: list[str] = request.session.get(SESSION_SENT_FORMS, [])
         token = (form.data.get("form_token") or "")[:64]
         if not form.is_valid():
@@ -196,7 +210,9 @@ def webhooks_page(request: HttpRequest) -> HttpResponse:
                 form = EndpointForm.blank()
     rows = [EndpointRow(endpoint) for endpoint in endpoint_list_for_team(team=team)]
     context = {"form": form, "created": created, "resent": resent, "rows": rows}
-    return render(request, "webhooks/webhooks.html", context, status=status)
+    response = render(request, "webhooks/webhooks.html", context, status=status)
+    # Refused: the form comes back as it was sent, to send again later.
+    return response if wait is None else too_many_response(response, wait)
 
 
 @login_required
@@ -205,7 +221,8 @@ def endpoint_page(request: HttpRequest, endpoint_id: UUID) -> HttpResponse:
     endpoint = _endpoint_or_404(request, endpoint_id)
     form = EndpointForm(request.POST) if request.method == "POST" else EndpointForm.of(endpoint)
     status = 200
-    if request.method == "POST":
+    wait = _limit_wait(request, "endpoint changes") if request.method == "POST" else None
+    if wait is None and request.method == "POST":
         if not form.is_valid():
             status = 400
         else:
@@ -231,7 +248,8 @@ def endpoint_page(request: HttpRequest, endpoint_id: UUID) -> HttpResponse:
         "page": page,
         "deliveries": [DeliveryRow(delivery) for delivery in page],
     }
-    return render(request, "webhooks/endpoint.html", context, status=status)
+    response = render(request, "webhooks/endpoint.html", context, status=status)
+    return response if wait is None else too_many_response(response, wait)
 
 
 @login_required
@@ -266,6 +284,9 @@ def delivery_resend_view(request: HttpRequest, endpoint_id: UUID, delivery_id: i
     delivery = delivery_for_endpoint(endpoint=endpoint, delivery_id=delivery_id)
     if delivery is None:
         raise Http404("No such delivery of this webhook endpoint.")
+    if _limit_wait(request, "deliveries sent again") is not None:
+        # To the endpoint's page, which shows the message: a reload there sends nothing again.
+        return redirect("webhook-page", endpoint_id=endpoint.id)
     try:
         endpoint_delivery_resend(endpoint=endpoint, delivery=delivery)
     except ServiceError as error:

@@ -125,7 +125,8 @@ def retry_after_seconds(value: str | None, *, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # ASCII digits only: str.isdigit also takes "²" or "٣", which float() refuses.
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -191,7 +192,13 @@ def delivery_send(*, delivery_id: int) -> SendOutcome:
 
     started = timezone.now()
     clock = time.monotonic()
-    result = _attempt(delivery)
+    try:
+        result = _attempt(delivery)
+    except Exception as error:  # noqa: BLE001 - recorded and retried on the schedule like no answer
+        # Unrecorded, the claim would only run out and the sweeper wake the delivery again and
+        # again, each time counting an attempt that nobody sees, without end.
+        logger.exception("webhook delivery %s: the attempt failed unexpectedly", delivery.id)
+        result = _Result(error=f"Not sent: the sender failed ({error.__class__.__name__}).")
     duration_ms = int((time.monotonic() - clock) * 1000)
     return _record(delivery, result, lease_until=lease_until, started=started, duration_ms=duration_ms)
 
@@ -279,6 +286,12 @@ def _record(
         error = f"{result.error} Gave up after {delivery.attempts} attempts." if decision.gave_up else result.error
         fields = {"status": WebhookDelivery.Status.FAILED, "last_error": error[:_ERROR_CHARS]}
     with transaction.atomic():
+        # Locked first: the endpoint (and so the delivery) deleted during the attempt is seen
+        # here, and one deleted from now on waits for this commit, instead of the attempt's row
+        # pointing at a delivery that is gone (an IntegrityError at the commit).
+        if not WebhookDelivery.objects.select_for_update().filter(id=delivery.id).exists():
+            logger.info("webhook delivery %s: deleted during attempt %s", delivery.id, delivery.attempts)
+            return outcome
         number = (WebhookAttempt.objects.filter(delivery=delivery).aggregate(last=Max("number"))["last"] or 0) + 1
         WebhookAttempt.objects.create(
             delivery=delivery,
@@ -322,11 +335,12 @@ def _endpoint_health(endpoint_id: UUID, *, delivered: bool, now: datetime) -> No
         logger.warning("webhook endpoint %s disabled after failing deliveries", endpoint_id)
 
 
-def delivery_resend(*, delivery_id: int) -> WebhookDelivery:
+def delivery_resend(*, delivery_id: int) -> WebhookDelivery | None:
     """ "Send again": the delivery becomes pending, due now, with a new round of attempts (the
     whole retry schedule), and is published after the commit. It is the same event, so the
     same `webhook-id`; the attempt log keeps counting. A delivery a sender is attempting right
-    now is left to that attempt. An endpoint that is disabled records "not sent" again."""
+    now is left to that attempt. An endpoint that is disabled records "not sent" again. None
+    when the delivery is gone (its endpoint deleted, or retention removed it, since it was read)."""
     now = timezone.now()
     reopened = (
         WebhookDelivery.objects.filter(id=delivery_id)
@@ -335,7 +349,7 @@ def delivery_resend(*, delivery_id: int) -> WebhookDelivery:
     )
     if reopened:
         transaction.on_commit(lambda: deliveries_dispatch([delivery_id]))
-    return WebhookDelivery.objects.get(id=delivery_id)
+    return WebhookDelivery.objects.filter(id=delivery_id).first()
 
 
 def deliveries_dispatch_due() -> int:

@@ -45,9 +45,9 @@ from generation.selectors import (
     job_queryset_for_team,
     look_list_for_team,
 )
+from generation.services.archives import job_archive_open
 from generation.services.assets import asset_upload
 from generation.services.files import (
-    job_archive_open,
     output_download_name,
     poster_download_name,
     preview_download_name,

@@ -11,6 +11,7 @@ in the database, and a stream reads the events table when it (re)connects and ev
 
 from __future__ import annotations
 
+import logging
 from uuid import UUID
 
 from django.db import transaction
@@ -19,6 +20,8 @@ from django.utils import timezone
 from generation.models import GenerationJob, JobEvent
 from generation.services import event_bus
 from webhooks.fanout import deliveries_create, deliveries_dispatch
+
+logger = logging.getLogger(__name__)
 
 _TERMINAL_TYPES = {
     GenerationJob.Status.SUCCEEDED: JobEvent.Type.SUCCEEDED,
@@ -59,7 +62,9 @@ def job_event_record(
     )
     delivery_ids = deliveries_create(event=event)
     job_key = str(job_id)
-    transaction.on_commit(lambda: _announce(job_key, event.id, delivery_ids))
+    # robust: the change is committed by then; a failed announcement must neither raise into
+    # the code that made it nor skip the callbacks registered after this one.
+    transaction.on_commit(lambda: _announce(job_key, event.id, delivery_ids), robust=True)
     return event
 
 
@@ -82,5 +87,8 @@ def job_event_record_finish(*, job: GenerationJob) -> JobEvent:
 def _announce(job_id: str, event_id: int, delivery_ids: list[int]) -> None:
     """Best effort and bounded: a lost announcement is found again by the database sweeps."""
     if delivery_ids:
-        deliveries_dispatch(delivery_ids)
+        try:
+            deliveries_dispatch(delivery_ids)
+        except Exception:  # noqa: BLE001 - the database away right after the commit: the sweeper's
+            logger.warning("could not publish the webhook deliveries of job %s", job_id, exc_info=True)
     event_bus.publish(job_id, {"id": event_id})

@@ -7,7 +7,6 @@ import secrets
 import tempfile
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import IO
 
@@ -23,9 +22,7 @@ from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 
 from config.cache_control import PRIVATE
-from generation.errors import NothingToDownload
 from generation.models import GeneratedOutput, GenerationJob
-from generation.selectors import job_outputs_of
 from generation.services.bounded import call_bounded
 from generation.services.faults import storage_part
 
@@ -40,7 +37,7 @@ ENTRY_STEM_CHARS = 40
 ZIP_EPOCH = datetime(1980, 1, 1)
 # The version of what a stored zip holds, written into its storage name. Zips stored before
 # version 2 (`images-<hex>.zip`) name their entries image-N and date a retry's carried-over
-# images by the retry: a download builds those afresh rather than serve them (`job_archive_open`).
+# images by the retry: a download builds those afresh rather than serve them (archives.py).
 ARCHIVE_FORMAT = "v2"
 
 
@@ -193,47 +190,27 @@ def archive_write(*, job: GenerationJob, outputs: Iterable[GeneratedOutput], fil
                     target.write(chunk)
 
 
-@dataclass(frozen=True)
-class JobArchive:
-    """A job's zip as a download: `filename` to offer it under, and either the zip the job
-    stored when it finished (`stored_name`) or one built now (`built`, a temporary file that the
-    response closes)."""
-
-    filename: str
-    stored_name: str = ""
-    built: IO[bytes] | None = None
-
-
-def job_archive_open(*, job: GenerationJob) -> JobArchive:
-    """The zip of the job's outputs, for the API's download (the studio's button) and the admin's.
-
-    1. A zip stored in today's format (`archive_is_current`) is served as stored.
-    2. Otherwise (none stored: a one-image job, a failed or canceled one, a zip that could not be
-       stored; or one stored in an older format) it is built now into a temporary file, which
-       moves to disk past SPOOL_BYTES. It is not stored: a download only reads.
-    Raises NothingToDownload when the job has no outputs yet.
-    """
-    filename = archive_filename(job.prompt)
-    if job.archive and archive_is_current(stored_name(job.archive)):
-        return JobArchive(filename=filename, stored_name=stored_name(job.archive))
-    outputs = job_outputs_of(job)
-    if not outputs:
-        raise NothingToDownload("The job has no images yet.", details={"status": job.status})
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - the response closes it
+def archive_build(*, job: GenerationJob, outputs: Iterable[GeneratedOutput]) -> IO[bytes]:
+    """The zip of `outputs` in a temporary file, rewound, which moves to disk past SPOOL_BYTES (a
+    zip is never built in memory). The caller closes it."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - the caller closes it
     try:
         archive_write(job=job, outputs=outputs, fileobj=spool)
     except BaseException:
         spool.close()
         raise
     spool.seek(0)
-    return JobArchive(filename=filename, built=spool)  # type: ignore[arg-type]
+    return spool  # type: ignore[return-value]
+
+
+def archive_save(*, name: str, built: IO[bytes]) -> str:
+    """Write the zip `built` (from archive_build) under exactly `name` and return it."""
+    return _save_exactly(name, File(built, name="images.zip"))
 
 
 def archive_store(*, job: GenerationJob, outputs: list[GeneratedOutput], name: str) -> str:
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
-        archive_write(job=job, outputs=outputs, fileobj=spool)
-        spool.seek(0)
-        return _save_exactly(name, File(spool, name="images.zip"))
+    with archive_build(job=job, outputs=outputs) as built:
+        return archive_save(name=name, built=built)
 
 
 def pending_file_discard(*, job: GenerationJob, fence: Q) -> None:

@@ -118,8 +118,9 @@ def retention_sweep(*, now: datetime | None = None) -> RetentionSweep:
        and then job events that no delivery refers to any more, once older than
        RETENTION_EVENT_DAYS. A pending delivery is never removed, nor its event.
     3. Zips of jobs finished more than RETENTION_ZIP_DAYS ago: the job's `archive` is cleared
-       (the download then builds the zip from the images, as for a job that has none); the files
-       themselves go in step 6, so a download that read the job a moment before still finds its zip.
+       (the next download builds it again from the images and stores it, archives.py, for a
+       later sweep to clear); the files themselves go in step 6, so a download that read the job a
+       moment before still finds its zip.
     4. Uploads older than RETENTION_UPLOAD_DAYS that no job uses (as its source, a reference, a
        sketch or a mask) and no studio tab's draft holds (the tab's pending inputs): the rows go,
        then their files.
@@ -221,8 +222,13 @@ def _deliveries_and_events_remove(sweep: _Sweep) -> None:
     cutoff = sweep.now - timedelta(days=settings.RETENTION_EVENT_DAYS)
     finished = WebhookDelivery.objects.filter(created_at__lt=cutoff).exclude(status=WebhookDelivery.Status.PENDING)
     while ids := list(finished.order_by("id").values_list("id", flat=True)[:BATCH]):
-        # Filtered again as it is deleted: "send again" may have made one pending meanwhile.
-        _, by_model = finished.filter(id__in=ids).delete()
+        with transaction.atomic():
+            # Locked, and filtered again, before they go: "send again" may have made one pending
+            # meanwhile. (A delete alone would not do: Django reads the rows, then deletes them by
+            # id, so a delivery made pending in between would still go.) A "send again" from now
+            # on waits for the commit, then finds the delivery gone (404).
+            going = list(finished.select_for_update().filter(id__in=ids).values_list("id", flat=True))
+            _, by_model = WebhookDelivery.objects.filter(id__in=going).delete()
         sweep.count("deliveries", by_model.get(WebhookDelivery._meta.label, 0))
         sweep.count("delivery_attempts", by_model.get("webhooks.WebhookAttempt", 0))
         sweep.check_time()
@@ -293,18 +299,26 @@ def _uploads_remove(sweep: _Sweep) -> None:
 def _uploads_delete(unused: Any, batch: list[tuple[uuid.UUID, int]]) -> list[tuple[str, int]]:
     """Delete the rows of `batch` that nothing refers to; their (file name, bytes).
 
-    The rows are locked first: a job being submitted with one of them waits for its foreign key,
-    and a job committed meanwhile is seen by the check that runs after the lock. Drafts are read
-    after the lock too (a draft holds asset ids in its JSON, which no foreign key guards).
+    1. Lock the rows, skipping any that a job being committed holds (its foreign key check locks
+       the upload it names): that upload is in use, and the sweep never waits on a submission.
+    2. Check again, in a statement of its own, which locked rows no job uses. The locking
+       statement's own check saw the jobs of its snapshot, taken before it reached the rows: a
+       job committed in between (its lock already released) would be missed. A statement run
+       after the lock sees every job committed before it (READ COMMITTED), and no job can commit
+       with a locked row any more: its foreign key check waits for this transaction, then finds
+       the row gone, and the submission answers 400 naming the field (services/submit.py).
+    3. Read the drafts, after the lock too (a draft holds asset ids in its JSON, which no foreign
+       key guards), and delete what is neither used nor drafted.
     """
     with transaction.atomic():
         locked = list(
-            unused.select_for_update(skip_locked=True)
+            InputAsset.objects.select_for_update(skip_locked=True)
             .filter(pk__in=[asset_id for asset_id, _ in batch])
-            .values_list("pk", "team_id", "file", "bytes")
+            .values_list("pk", flat=True)
         )
-        in_drafts = _draft_asset_ids(team_ids={team_id for _, team_id, _, _ in locked})
-        going = [(asset_id, name, size) for asset_id, _, name, size in locked if str(asset_id) not in in_drafts]
+        still_unused = list(unused.filter(pk__in=locked).values_list("pk", "team_id", "file", "bytes"))
+        in_drafts = _draft_asset_ids(team_ids={team_id for _, team_id, _, _ in still_unused})
+        going = [(asset_id, name, size) for asset_id, _, name, size in still_unused if str(asset_id) not in in_drafts]
         InputAsset.objects.filter(pk__in=[asset_id for asset_id, _, _ in going]).delete()
     return [(name, size) for _, name, size in going]
 
@@ -348,12 +362,11 @@ class _Named:
         return name in (self.shown_previews if _is_preview(name) else self.all)
 
 
-def _named_by_team(team_id: int, names: list[str] | None = None) -> _Named:
-    """The files the rows of a team name (among `names`, when given)."""
+def _named_by_team(team_id: int, names: list[str]) -> _Named:
+    """Which of `names` the rows of a team name (never every name it holds: a big team's would
+    not fit), and which of them are the previews of its running jobs."""
 
     def among(*fields: str) -> Q:
-        if names is None:
-            return Q()
         condition = Q()
         for name_field in fields:
             condition |= Q(**{f"{name_field}__in": names})
@@ -366,12 +379,10 @@ def _named_by_team(team_id: int, names: list[str] | None = None) -> _Named:
     ):
         named.update((file, poster))
     # A pending clip's poster is named after the clip: asked for, it is looked up by the clip's name.
-    pending_clips = [f"{name.removesuffix('-poster.png')}.mp4" for name in names or () if name.endswith("-poster.png")]
-    jobs = GenerationJob.objects.filter(team_id=team_id).exclude(archive="", pending_file="", preview_file="")
-    if names is not None:
-        jobs = jobs.filter(
-            Q(archive__in=names) | Q(pending_file__in=[*names, *pending_clips]) | Q(preview_file__in=names)
-        )
+    pending_clips = [f"{name.removesuffix('-poster.png')}.mp4" for name in names if name.endswith("-poster.png")]
+    jobs = GenerationJob.objects.filter(team_id=team_id).filter(
+        Q(archive__in=names) | Q(pending_file__in=[*names, *pending_clips]) | Q(preview_file__in=names)
+    )
     for archive, pending, preview, status in jobs.values_list("archive", "pending_file", "preview_file", "status"):
         named.update((archive, pending, preview))
         if pending.endswith(".mp4"):
@@ -384,11 +395,13 @@ def _named_by_team(team_id: int, names: list[str] | None = None) -> _Named:
     return _Named(all=named, shown_previews=shown)
 
 
-def _previews_shown(names: list[str] | None = None) -> _Named:
-    running = GenerationJob.objects.filter(status=GenerationJob.Status.RUNNING).exclude(preview_file="")
-    if names is not None:
-        running = running.filter(preview_file__in=names)
-    shown = set(running.values_list("preview_file", flat=True))
+def _previews_shown(names: list[str]) -> _Named:
+    """Which of `names` (under `previews/`) running jobs show."""
+    shown = set(
+        GenerationJob.objects.filter(status=GenerationJob.Status.RUNNING, preview_file__in=names).values_list(
+            "preview_file", flat=True
+        )
+    )
     return _Named(all=shown, shown_previews=shown)
 
 
@@ -398,43 +411,58 @@ def _team_folders_sweep(sweep: _Sweep, *, leave: set[str]) -> None:
     # In random order: when the time budget runs out, the next sweep starts elsewhere.
     random.shuffle(teams)
     for team in teams:
-        team_id = int(team)
-        _folder_sweep(
-            sweep,
-            prefix=f"{TEAMS_PREFIX}/{team}",
-            named=_named_by_team(team_id),
-            named_now=partial(_named_by_team, team_id),
-            leave=leave,
-        )
+        _folder_sweep(sweep, prefix=f"{TEAMS_PREFIX}/{team}", named_now=partial(_named_by_team, int(team)), leave=leave)
 
 
 def _previews_folder_sweep(sweep: _Sweep) -> None:
-    _folder_sweep(sweep, prefix=PREVIEWS_PREFIX, named=_previews_shown(), named_now=_previews_shown, leave=set())
+    _folder_sweep(sweep, prefix=PREVIEWS_PREFIX, named_now=_previews_shown, leave=set())
 
 
-def _folder_sweep(
-    sweep: _Sweep, *, prefix: str, named: _Named, named_now: Callable[[list[str]], _Named], leave: set[str]
-) -> None:
-    """Remove the files under `prefix` that `named` does not keep and that are past their grace.
-    The rows are read once for the folder (`named`), and again for each batch about to go
-    (`named_now`), so a file recorded since the first read stays."""
-    orphan_cutoff = sweep.now - timedelta(hours=settings.RETENTION_ORPHAN_GRACE_HOURS)
-    preview_cutoff = sweep.now - timedelta(hours=settings.RETENTION_PREVIEW_GRACE_HOURS)
+def _folder_sweep(sweep: _Sweep, *, prefix: str, named_now: Callable[[list[str]], _Named], leave: set[str]) -> None:
+    """Remove the files under `prefix` that no row names and that are past their grace.
+
+    The listing is judged BATCH files at a time: `named_now` reads only the rows that name one of
+    the batch's files, so what the sweep holds stays the same however many files a team has
+    (reading every name a team's rows hold first grew with the team). The files a batch leaves
+    are gathered and read against the rows once more just before they go (`_unnamed_delete`),
+    so a file recorded since stays.
+    """
+    listed: list[StoredFile] = []
     candidates: list[StoredFile] = []
     with storage_part():
-        for listed in sweep.files.files(prefix):
+        for file in sweep.files.files(prefix):
             sweep.check_time()
-            if listed.name in leave or named.keeps(listed.name):
+            if file.name in leave:
                 continue
-            file = sweep.files.measured(listed)
-            cutoff = preview_cutoff if _is_preview(listed.name) else orphan_cutoff
-            if file is None or file.modified is None or file.modified >= cutoff:
-                continue
-            candidates.append(file)
+            listed.append(file)
+            if len(listed) >= BATCH:
+                candidates += _unnamed_past_grace(sweep, listed, named_now)
+                listed = []
             if len(candidates) >= BATCH:
                 _unnamed_delete(sweep, candidates, named_now)
                 candidates = []
+        candidates += _unnamed_past_grace(sweep, listed, named_now)
         _unnamed_delete(sweep, candidates, named_now)
+
+
+def _unnamed_past_grace(
+    sweep: _Sweep, listed: list[StoredFile], named_now: Callable[[list[str]], _Named]
+) -> list[StoredFile]:
+    """The files of `listed` that no row keeps and that were last written before their grace."""
+    if not listed:
+        return []
+    orphan_cutoff = sweep.now - timedelta(hours=settings.RETENTION_ORPHAN_GRACE_HOURS)
+    preview_cutoff = sweep.now - timedelta(hours=settings.RETENTION_PREVIEW_GRACE_HOURS)
+    named = named_now([file.name for file in listed])
+    past: list[StoredFile] = []
+    for listed_file in listed:
+        if named.keeps(listed_file.name):
+            continue
+        file = sweep.files.measured(listed_file)
+        cutoff = preview_cutoff if _is_preview(listed_file.name) else orphan_cutoff
+        if file is not None and file.modified is not None and file.modified < cutoff:
+            past.append(file)
+    return past
 
 
 def _unnamed_delete(sweep: _Sweep, candidates: list[StoredFile], named_now: Callable[[list[str]], _Named]) -> None:

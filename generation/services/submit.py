@@ -146,7 +146,8 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
        409), the job row is stored and price x outputs is held from the team's credits
        (InsufficientCredits when they are short); either refusal stores nothing.
     5. After the commit the task is published (a lost publish is the rescuer's).
-    A race on either key loses to the unique constraints and resolves like steps 1-2.
+    A race on either key loses to the unique constraints and resolves like steps 1-2; an upload
+    deleted between step 3 and the commit (retention) is refused like one never uploaded.
     """
     fingerprint = spec.fingerprint()
     existing = _existing_job(team=team, spec=spec, idempotency_key=idempotency_key, fingerprint=fingerprint)
@@ -188,9 +189,13 @@ def job_submit(*, team: Team, user: User | None, spec: JobSpec, idempotency_key:
             job_dispatch_on_commit(job.id)
     except IntegrityError:
         existing = _existing_job(team=team, spec=spec, idempotency_key=idempotency_key, fingerprint=fingerprint)
-        if existing is None:
-            raise
-        return existing
+        if existing is not None:
+            return existing
+        # An upload read above was deleted before the job's foreign keys were checked (at the
+        # commit): retention removed an unused old one meanwhile. Resolved again, it is "not
+        # found" on its field, as if it had gone a moment earlier; anything else is a bug.
+        _resolve_inputs(team=team, spec=spec)
+        raise
     return SubmitResult(job=job, outcome=SubmitOutcome.CREATED)
 
 

@@ -142,22 +142,27 @@ def test_a_zip_that_cannot_be_stored_does_not_fail_the_job_and_the_download_buil
     person = team_of("zip")
     (job_id,) = submit_jobs(stack, person, count=1, images=8)
     job = wait_all_finished([job_id], timeout=60)[job_id]
+    leftovers = sorted(p.name for p in (stack.media_root / "teams").rglob("*.zip"))
     download = requests.get(
         f"{stack.base_url}/api/v1/jobs/{job_id}/download",
         headers={"Authorization": f"Bearer {person.api_key}"},
         timeout=30,
     )
     names = sorted(zipfile.ZipFile(io.BytesIO(download.content)).namelist())
-    leftovers = sorted(p.name for p in (stack.media_root / "teams").rglob("*.zip"))
+    # The web process (no file size limit) stores the zip it built, for the next downloads.
+    stored_by_download = GenerationJob.objects.get(id=job_id).archive.name
+    zips_after = sorted(p.name for p in (stack.media_root / "teams").rglob("*.zip"))
     report(
         "the zip write fails (file size limit) after the last of 8 images",
         job=f"{job.status}, {job.completed_outputs} images, stored zip: {job.archive.name or 'none'}",
         zip_failure_logged="the zip could not be stored" in stack.workers[0].log(),
-        download=f"{download.status_code}, {len(download.content)} bytes, {len(names)} files built on the fly",
+        download=f"{download.status_code}, {len(download.content)} bytes, {len(names)} files, built by the download",
         partial_zips_left_in_storage=leftovers,
+        zip_stored_by_the_download=stored_by_download or "none",
     )
     assert (job.status, job.completed_outputs, job.archive.name) == ("succeeded", 8, "")
     assert download.status_code == 200
     assert names == [f"chaos-0-{n}.png" for n in range(1, 9)]  # named after the prompt, "chaos 0"
     assert leftovers == []
+    assert stored_by_download and zips_after == [stored_by_download.rsplit("/", 1)[1]]
     assert job_credits(job_id) == JobCredits(held=8, captured=8, released=0)

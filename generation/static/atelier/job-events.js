@@ -19,13 +19,30 @@
     });
   }
 
+  // A panel whose request is on its way (its poll, or the ask of an earlier event) is asked
+  // again when that request lands: htmx would queue the new ask on the panel the answer is
+  // about to replace, and drop it there, so the panel would miss the event until its next poll.
+  var askAgain = {}; // by URL
+
   function refresh(url) {
     panelsOf(url).forEach(function (panel) {
       var path = panel.getAttribute("hx-get");
       if (!path) return;
+      if (panel.classList.contains(htmx.config.requestClass)) {
+        askAgain[url] = true;
+        return;
+      }
       htmx.ajax("GET", path, { source: panel, target: panel, swap: "outerHTML", event: new CustomEvent("job-event") });
     });
   }
+
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var panel = event.detail.elt;
+    var url = panel instanceof HTMLElement && panel.dataset.eventsUrl;
+    if (!url || !askAgain[url]) return;
+    delete askAgain[url];
+    refresh(url);
+  });
 
   function close(url) {
     var stream = streams[url];
