@@ -24,11 +24,11 @@ EVENT_ID_MAX = 10**18 - 1  # 18 digits: within a bigint id, and a pattern can sa
 
 LAST_EVENT_ID = OpenApiParameter(
     "Last-Event-ID",
-    {"type": "string", "pattern": r"^[0-9]{1,18}$"},
+    {"type": "string", "pattern": r"^[0-9]{0,18}$"},
     OpenApiParameter.HEADER,
     required=False,
     description="The id of the last event the client got (EventSource sends it when it reconnects): "
-    "the stream sends the events after it. Wins over `last_event_id`.",
+    "the stream sends the events after it. Wins over `last_event_id`; empty is as if not sent.",
 )
 
 
