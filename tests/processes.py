@@ -6,6 +6,7 @@ environment, logs to a file, and a readiness condition waited on with a deadline
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -73,9 +74,12 @@ class ManagedProcess:
             if limit is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
+        # A process group of its own: gunicorn's workers (and anything else a process forks) are
+        # stopped with it, never left running against the tests' database.
         self.process = subprocess.Popen(
-            self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_file_size
-        )
+            self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_file_size,
+            start_new_session=True,
+        )  # fmt: skip
         return self
 
     @property
@@ -111,18 +115,28 @@ class ManagedProcess:
             raise
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown handler runs, as when a machine or container dies."""
+        """SIGKILL to the process and all it forked: no shutdown handler runs, as when a machine
+        or container dies."""
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            self._kill_group()
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
+        """SIGTERM to the process (its own graceful shutdown), SIGKILL after 15 s; then whatever
+        it forked and left behind goes too."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.process:
+            self._kill_group()
+
+    def _kill_group(self) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def start_worker(

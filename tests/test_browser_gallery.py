@@ -146,14 +146,20 @@ def test_the_lightbox_steps_through_the_collection_with_keys_and_gives_focus_bac
 
     page.keyboard.press("Escape")
     expect(lightbox).to_be_hidden()
-    focused = page.evaluate("document.activeElement.closest('[data-testid=look]') !== null")
-    assert focused and page.evaluate("document.activeElement.dataset.full") == shown[0].output.get_absolute_url()
+    # The dialog's `close` event (which gives focus back) is a task of its own, after the hiding.
+    page.wait_for_function(
+        "full => document.activeElement.closest('[data-testid=look]') !== null"
+        " && document.activeElement.dataset.full === full",
+        arg=shown[0].output.get_absolute_url(),
+    )
 
     thumbnails.nth(3).click()
     expect(counter).to_have_text("4 of 4")
     page.mouse.click(8, 8)  # outside the lightbox: on its backdrop
     expect(lightbox).to_be_hidden()
-    assert page.evaluate("document.activeElement.dataset.full") == shown[3].output.get_absolute_url()
+    page.wait_for_function(
+        "full => document.activeElement.dataset.full === full", arg=shown[3].output.get_absolute_url()
+    )
 
 
 def test_delete_from_the_lightbox_asks_then_removes_the_look_and_stays_in_place(stack, alice, new_context):
@@ -200,8 +206,10 @@ def test_the_lightbox_opens_from_the_studio_progress_panel_while_images_arrive(s
     expect(page.get_by_test_id("lightbox-title")).to_contain_text("Image 2")
     page.keyboard.press("Escape")
     expect(lightbox).to_be_hidden()
-    assert page.evaluate("document.activeElement.closest('[data-testid=thumbs]') !== null")
-    assert page.evaluate("document.activeElement.dataset.label") == "Image 2"
+    page.wait_for_function(
+        "() => document.activeElement.closest('[data-testid=thumbs]') !== null"
+        " && document.activeElement.dataset.label === 'Image 2'"
+    )
 
     job_link = page.get_by_test_id("progress").get_by_role("link", name=re.compile("a studio lightbox"))
     page.goto(job_link.get_attribute("href"))  # the job's page shows the same panel

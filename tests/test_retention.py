@@ -270,14 +270,15 @@ def test_a_preview_goes_after_its_grace_unless_a_running_job_shows_it(alice):
     finished = GenerationJobFactory(
         team=alice.team, status="failed", finished_at=timezone.now(), preview_file=left_behind, preview_index=1
     )
-    dead_run = stored(f"teams/{alice.team.id}/jobs/{showing.id}/previews/image-1.png", age=2 * HOUR)
-    shown_in_folder = stored(f"teams/{alice.team.id}/jobs/{showing.id}/previews/image-2.png", age=2 * HOUR)
-    running_job(alice.team, preview_file=shown_in_folder, preview_index=1)
+    # A run that died left its preview behind: no job names it any more.
+    dead_run = stored(f"previews/{alice.team.id}/{showing.id}/image-1-dead.png", age=2 * HOUR)
+    shown_by_another = stored(f"previews/{alice.team.id}/other/image-2.png", age=2 * HOUR)
+    running_job(alice.team, preview_file=shown_by_another, preview_index=1)
     fresh = stored(f"previews/{alice.team.id}/fresh.png", age=timedelta(minutes=10))
 
     sweep = retention_sweep()
 
-    assert there(shown) and there(shown_in_folder) and there(fresh)
+    assert there(shown) and there(shown_by_another) and there(fresh)
     assert not there(left_behind) and not there(dead_run)
     assert GenerationJob.objects.get(id=showing.id).preview_file == shown
     finished.refresh_from_db()

@@ -7,7 +7,7 @@ poster of a pending clip) and `.preview_file`, and `InputAsset.file`. Every file
 team's folder (`teams/<team>/...`, files.py and `input_upload_path`) and every row that names it
 belongs to that team (a retry carries its images within the team; a remix copies the look's bytes
 into an upload of the team), so a team's folder is judged against that team's rows alone. Live
-previews may also live under `previews/`; anything else in storage is not Atelier's to judge.
+previews live under `previews/` (previews.py); anything else in storage is not Atelier's to judge.
 
 Every step can be repeated: a file found gone is not an error, a row is removed only by a
 statement that checks again that nothing refers to it, and a reference is cleared only while it
@@ -48,13 +48,13 @@ from generation.models import (
 )
 from generation.services.faults import InfrastructureFault, storage_part
 from generation.services.files import poster_name_for
+from generation.services.previews import PREVIEWS_PREFIX
 from generation.services.stored_files import StorageFiles, StoredFile, stored_files
 from webhooks.models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
 TEAMS_PREFIX = "teams"
-PREVIEWS_PREFIX = "previews"
 # Rows and files are removed this many at a time: each batch is one short transaction or one
 # storage request (S3 deletes up to 1,000 keys a request), and the sweep's time budget is looked at
 # between batches.
@@ -125,8 +125,8 @@ def retention_sweep(*, now: datetime | None = None) -> RetentionSweep:
        sketch or a mask) and no studio tab's draft holds (the tab's pending inputs): the rows go,
        then their files.
     5. Each team's folder: a file no row of the team names is an orphan, removed once older than
-       RETENTION_ORPHAN_GRACE_HOURS; a preview (under a `previews/` folder) once older than
-       RETENTION_PREVIEW_GRACE_HOURS unless a running job shows it. Then the `previews/` folder.
+       RETENTION_ORPHAN_GRACE_HOURS. Then the `previews/` folder: a preview goes once older than
+       RETENTION_PREVIEW_GRACE_HOURS unless a running job shows it.
        Every candidate is checked against the rows again just before it goes.
     6. The zips cleared in step 3.
     7. Record what was removed, the bytes, a few names and any error. A storage fault stops the
@@ -348,7 +348,7 @@ def _draft_asset_ids(*, team_ids: set[int]) -> set[str]:
 
 
 def _is_preview(name: str) -> bool:
-    return name.startswith(f"{PREVIEWS_PREFIX}/") or f"/{PREVIEWS_PREFIX}/" in name
+    return name.startswith(f"{PREVIEWS_PREFIX}/")
 
 
 @dataclass(frozen=True)
@@ -364,7 +364,7 @@ class _Named:
 
 def _named_by_team(team_id: int, names: list[str]) -> _Named:
     """Which of `names` the rows of a team name (never every name it holds: a big team's would
-    not fit), and which of them are the previews of its running jobs."""
+    not fit). A team's folder holds no previews: they live under `previews/`."""
 
     def among(*fields: str) -> Q:
         condition = Q()
@@ -373,7 +373,6 @@ def _named_by_team(team_id: int, names: list[str]) -> _Named:
         return condition
 
     named: set[str] = set()
-    shown: set[str] = set()
     for file, poster in GeneratedOutput.objects.filter(among("file", "poster"), job__team_id=team_id).values_list(
         "file", "poster"
     ):
@@ -381,18 +380,15 @@ def _named_by_team(team_id: int, names: list[str]) -> _Named:
     # A pending clip's poster is named after the clip: asked for, it is looked up by the clip's name.
     pending_clips = [f"{name.removesuffix('-poster.png')}.mp4" for name in names if name.endswith("-poster.png")]
     jobs = GenerationJob.objects.filter(team_id=team_id).filter(
-        Q(archive__in=names) | Q(pending_file__in=[*names, *pending_clips]) | Q(preview_file__in=names)
+        Q(archive__in=names) | Q(pending_file__in=[*names, *pending_clips])
     )
-    for archive, pending, preview, status in jobs.values_list("archive", "pending_file", "preview_file", "status"):
-        named.update((archive, pending, preview))
+    for archive, pending in jobs.values_list("archive", "pending_file"):
+        named.update((archive, pending))
         if pending.endswith(".mp4"):
             named.add(poster_name_for(pending))
-        if status == GenerationJob.Status.RUNNING:
-            shown.add(preview)
     named.update(InputAsset.objects.filter(among("file"), team_id=team_id).values_list("file", flat=True))
     named.discard("")
-    shown.discard("")
-    return _Named(all=named, shown_previews=shown)
+    return _Named(all=named, shown_previews=set())
 
 
 def _previews_shown(names: list[str]) -> _Named:
