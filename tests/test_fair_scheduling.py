@@ -100,3 +100,11 @@ def test_the_broker_holds_no_more_messages_than_queued_jobs_while_200_jobs_wait(
     for job in GenerationJob.objects.filter(team=alice.team, status__in=["queued", "running"]):
         with contextlib.suppress(InvalidJobStatus):  # a running one may finish meanwhile
             job_cancel(job=job)
+
+    # The stack goes quiet before the test's tables are emptied: a worker still taking 200
+    # wake-ups while they are truncated can deadlock with the truncation.
+    def settled() -> bool:
+        active = GenerationJob.objects.filter(team=alice.team, status__in=["queued", "running"]).exists()
+        return not active and messages() == 0
+
+    wait_until(settled, timeout=60, interval=0.2, message="the canceled jobs to end and their wake-ups to be taken")
