@@ -53,9 +53,15 @@ run: install
 		$(if $(filter 127.0.0.1 localhost,$(HOST)),WEBHOOK_ALLOW_PRIVATE_ADDRESSES=$${WEBHOOK_ALLOW_PRIVATE_ADDRESSES:-true}) \
 		$(BIN)/honcho start --port $(PORT) web worker quarantine rescuer webhooks beat
 
+# Two pytest processes (pytest-xdist): one runs every test that starts processes (Celery, gunicorn,
+# Chromium), one after another; the other runs the rest. Each has its own test database and Redis
+# database. `make test TEST_PROCESSES=0` runs everything in one process.
+TEST_PROCESSES ?= 2
+
 test: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} TEST_REDIS_URL=$${TEST_REDIS_URL:-$(TEST_REDIS_URL)} \
-		$(BIN)/python -m pytest --ignore=tests/chaos $(PYTEST_ARGS)
+		$(BIN)/python -m pytest --ignore=tests/chaos \
+		$(if $(filter-out 0 1,$(TEST_PROCESSES)),-n $(TEST_PROCESSES) --dist loadgroup) $(PYTEST_ARGS)
 
 # The chaos suite: faults injected into the real stack (about 7 minutes); prints its figures.
 chaos: install

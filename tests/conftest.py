@@ -38,6 +38,32 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(made_here, ignore_errors=True)
 
 
+# Tests that start real processes (Celery worker, beat, gunicorn, Chromium) ask for one of these
+# fixtures or carry the `worker` mark.
+_PROCESS_FIXTURES = frozenset({"make_stack", "browser", "live_server", "log_dir"})
+PROCESSES_GROUP = "processes"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist (`--dist loadgroup`, as `make test` runs): every test that starts
+    processes is in one group, run one after another on one xdist worker, first; every other module
+    is a group of its own, spread over the other workers. Two stacks never run at once (each
+    would take the machine's two cores from the other's timing, and Celery's broadcast
+    channels cross Redis databases), while the tests that need only the database run beside them."""
+
+    def starts_processes(item: pytest.Item) -> bool:
+        return item.get_closest_marker("worker") is not None or bool(
+            _PROCESS_FIXTURES & set(getattr(item, "fixturenames", ()))
+        )
+
+    grouped = [(starts_processes(item), item) for item in items]
+    for starts, item in grouped:
+        item.add_marker(pytest.mark.xdist_group(PROCESSES_GROUP if starts else item.nodeid.split("::")[0]))
+    if config.getoption("dist", "no") != "no":
+        # xdist hands out groups in the order of their first test: the longest group goes first.
+        items[:] = [item for starts, item in grouped if starts] + [item for starts, item in grouped if not starts]
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """One headless Chromium for a test module; each test opens its own context in it."""

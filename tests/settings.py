@@ -7,13 +7,27 @@ process agrees on the database, the broker, the media folder and the (fast) timi
 import os
 import tempfile
 
+
+def _redis_of_this_test_process(url: str) -> str:
+    """The test Redis database of this pytest process. Under pytest-xdist each worker (gw0, gw1,
+    …) has a database of its own, counted down from the one given, as pytest-django gives each a
+    test database of its own: one worker's broker messages and rate counters are never another's."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw") or 0)
+    if not index:
+        return url
+    base, _, number = url.rpartition("/")
+    return f"{base}/{(int(number or 0) - index) % 16}"
+
+
 # The run's own folder for media, static and the beat schedule; conftest removes it at the end.
 TEST_VAR_DIR = tempfile.mkdtemp(prefix="atelier-test-")
+_TEST_REDIS_URL = _redis_of_this_test_process(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
 _TEST_DEFAULTS = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/atelier",
-    "CELERY_BROKER_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+    "CELERY_BROKER_URL": _TEST_REDIS_URL,
     # Rate-limit counters live beside the broker, in the same test Redis database.
-    "CACHE_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+    "CACHE_URL": _TEST_REDIS_URL,
     "ATELIER_VAR_DIR": TEST_VAR_DIR,
     "LOCAL_PROVIDER_LATENCY_MS": "300",
     "JOB_LEASE_SECONDS": "3",
@@ -44,8 +58,17 @@ _TEST_DEFAULTS = {
     "WEBHOOK_TIMEOUT_SECONDS": "3",
     "EVENTS_POLL_SECONDS": "0.5",
 }
+# A value given from outside wins; a value this module put in the environment is set again in each
+# process that loads it. pytest-xdist's workers inherit the environment of the process that
+# started them, where this module already ran: without this they would share its media folder
+# and its Redis database.
+_SET_HERE = "ATELIER_TEST_DEFAULTS_SET"
+_ours = set(filter(None, os.environ.get(_SET_HERE, "").split(",")))
 for _name, _value in _TEST_DEFAULTS.items():
-    os.environ.setdefault(_name, _value)
+    if _name in _ours or _name not in os.environ:
+        os.environ[_name] = _value
+        _ours.add(_name)
+os.environ[_SET_HERE] = ",".join(sorted(_ours))
 # prometheus_client's multiprocess files of every process the run starts (generation/metrics.py):
 # a folder of the run's own, so it is empty when the first process starts, as the library asks;
 # never one given from outside, which could hold an earlier run's counts.
