@@ -48,8 +48,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Groups for pytest-xdist (`--dist loadgroup`, as `make test` runs): every test that starts
     processes is in one group, run one after another on one xdist worker, first; every other module
     is a group of its own, spread over the other workers. Two stacks never run at once (each
-    would take the machine's two cores from the other's timing, and Celery's broadcast
-    channels cross Redis databases), while the tests that need only the database run beside them."""
+    would take the machine's two cores from the other's timing), while the tests that need only
+    the database run beside them."""
 
     def starts_processes(item: pytest.Item) -> bool:
         return item.get_closest_marker("worker") is not None or bool(
